@@ -1,1 +1,19 @@
-//! ringlb
+//! ringlb: a thread-per-core io_uring TCP (L4) load balancer.
+//!
+//! - [`config`]: the TOML schema, validation and the resolved model.
+//! - [`pool`]: servers and pools with their live counters.
+//! - [`balance`]: one file per balancing algorithm behind one trait.
+//! - [`shard`]: the per-core loop: ring, connections, forwarding.
+//! - [`runtime`]: starting and stopping the shards.
+//! - [`net`]: socket set-up outside the ring.
+
+pub mod balance;
+pub mod cli;
+pub mod config;
+pub mod net;
+pub mod pool;
+pub mod runtime;
+pub mod shard;
+
+pub use config::Config;
+pub use runtime::Runtime;

@@ -1,0 +1,92 @@
+//! Weighted least connections.
+//!
+//! Picks the eligible server with the fewest `(active + 1) / weight`, where
+//! `active` is the server's open connections summed over every shard (the
+//! live atomic each shard updates on connect and close). Comparisons are made
+//! by cross-multiplication, so no division and no rounding. Ties are broken
+//! round robin: the scan starts one past the previous winner.
+
+use super::Balancer;
+use crate::pool::Server;
+
+pub struct LeastConn {
+    next: usize,
+}
+
+impl LeastConn {
+    pub fn new() -> Self {
+        LeastConn { next: 0 }
+    }
+}
+
+impl Default for LeastConn {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Balancer for LeastConn {
+    fn pick(&mut self, servers: &[Server], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let n = servers.len();
+        let mut best: Option<(usize, u128, u128)> = None;
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let s = &servers[i];
+            if s.weight == 0 || !eligible(i) {
+                continue;
+            }
+            let load = u128::from(s.live.active()) + 1;
+            let weight = u128::from(s.weight);
+            // load/weight < best_load/best_weight
+            if best.is_none_or(|(_, bl, bw)| load * bw < bl * weight) {
+                best = Some((i, load, weight));
+            }
+        }
+        let (i, _, _) = best?;
+        self.next = (i + 1) % n;
+        Some(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::balance::test_support::servers;
+
+    fn open(s: &[Server], lc: &mut LeastConn) -> usize {
+        let i = lc.pick(s, &|_| true).unwrap();
+        s[i].live.active.fetch_add(1, Ordering::Relaxed);
+        i
+    }
+
+    #[test]
+    fn ties_rotate() {
+        let s = servers(&[1, 1, 1]);
+        let mut lc = LeastConn::new();
+        let picks: Vec<_> = (0..3).map(|_| lc.pick(&s, &|_| true).unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn fills_by_weight() {
+        let s = servers(&[3, 1, 1, 1]);
+        let mut lc = LeastConn::new();
+        let mut counts = [0; 4];
+        for _ in 0..600 {
+            counts[open(&s, &mut lc)] += 1;
+        }
+        assert_eq!(counts, [300, 100, 100, 100]);
+    }
+
+    #[test]
+    fn prefers_the_least_loaded() {
+        let s = servers(&[1, 1]);
+        s[0].live.active.store(5, Ordering::Relaxed);
+        let mut lc = LeastConn::new();
+        for _ in 0..5 {
+            assert_eq!(open(&s, &mut lc), 1);
+        }
+    }
+}

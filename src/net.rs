@@ -1,0 +1,88 @@
+//! Socket set-up outside the ring: listening sockets with SO_REUSEPORT, one
+//! per shard and listener, and the options every proxied socket gets.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, RawFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Pending-connection queue length asked of every listening socket.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds one listening socket per shard on `addr`, all in one SO_REUSEPORT
+/// group. When `addr` has port 0, the first socket picks a free port and the
+/// others join it. Returns the fds and the address actually bound.
+pub fn bind_reuseport_group(
+    addr: SocketAddr,
+    count: usize,
+) -> io::Result<(Vec<RawFd>, SocketAddr)> {
+    let mut fds = Vec::with_capacity(count);
+    let mut bound = addr;
+    for _ in 0..count {
+        let socket = listening_socket(bound)?;
+        bound = socket.local_addr()?.as_socket().unwrap_or(bound);
+        fds.push(socket.into_raw_fd());
+    }
+    Ok((fds, bound))
+}
+
+fn listening_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener.
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket)
+}
+
+/// A non-blocking TCP socket for connecting to `addr`, with TCP_NODELAY.
+pub fn server_socket(addr: &SocketAddr) -> io::Result<RawFd> {
+    let socket = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    Ok(socket.into_raw_fd())
+}
+
+/// Makes the next `close` of `fd` send an RST instead of a FIN, so an abort
+/// on one side of a pair is seen as one on the other.
+pub fn set_reset_on_close(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a valid, initialised struct of the size passed; a
+    // failure (e.g. fd already dead) only means a FIN is sent instead.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Closes an fd this process owns and no operation still uses.
+pub fn close_fd(fd: RawFd) {
+    if fd >= 0 {
+        // SAFETY: callers pass fds they own with no operation in flight on them.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! Moving bytes one direction of a pair, in one of three ways:
+//!
+//! - **copy**: a receive that lets the kernel pick a provided buffer, then a
+//!   send of exactly those bytes; the buffer returns to the ring once sent.
+//!   One operation in flight per direction, so a slow reader holds at most
+//!   one buffer and pushes back on its writer.
+//! - **splice** (polled): a readiness poll through the ring, then
+//!   non-blocking `splice(2)` socket → pipe → socket from the shard thread,
+//!   as HAProxy does with epoll. The pipe is lent only while bytes sit in it.
+//! - **splice-ring**: `IORING_OP_SPLICE` both ways (the kernel runs these on
+//!   io-wq workers); the pipe is held for the direction's whole life.
+//!
+//! In `auto`, a direction starts with copy and moves to polled splice after
+//! [`AUTO_SPLICE_AFTER`] receives in a row fill a whole buffer.
+//!
+//! A FIN read from the source becomes `shutdown(SHUT_WR)` on the sink once
+//! every byte before it has been written.
+
+use io_uring::types::Fd;
+use io_uring::{cqueue, opcode, squeue};
+
+use super::buffers::GROUP;
+use super::conn::{ConnState, DirMode, DirState, DOWN, UP};
+use super::pipes::PIPE_SIZE;
+use super::token::{Op, Token};
+use super::Shard;
+use crate::config::ForwardMode;
+
+/// Full-buffer receives in a row after which `auto` moves a direction to
+/// splice.
+pub const AUTO_SPLICE_AFTER: u8 = 4;
+
+enum Splice {
+    Moved(usize),
+    Eof,
+    WouldBlock,
+    Failed,
+}
+
+fn splice(from: i32, to: i32, len: usize) -> Splice {
+    // SAFETY: splice(2) with null offsets on fds of this pair and its pipe;
+    // no user memory is involved.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    match n {
+        n if n > 0 => Splice::Moved(n as usize),
+        0 => Splice::Eof,
+        _ => match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => Splice::WouldBlock,
+            Some(libc::EINTR) => Splice::WouldBlock,
+            _ => Splice::Failed,
+        },
+    }
+}
+
+impl Shard {
+    fn token(&self, op: Op, slot: usize, dir: usize) -> u64 {
+        Token::new(op, slot as u32, self.conns[slot].generation, dir).encode()
+    }
+
+    pub(super) fn start_dir(&mut self, slot: usize, d: usize) {
+        match self.conns[slot].dirs[d].mode {
+            DirMode::Copy => self.arm_recv(slot, d),
+            DirMode::Splice => self.pump(slot, d),
+            DirMode::SpliceRing => self.ring_splice_in(slot, d),
+        }
+    }
+
+    fn count_bytes(&mut self, d: usize, n: usize) {
+        if d == UP {
+            self.counters.bytes_up += n as u64;
+        } else {
+            self.counters.bytes_down += n as u64;
+        }
+    }
+
+    // ---- copy ----
+
+    fn arm_recv(&mut self, slot: usize, d: usize) {
+        let c = &mut self.conns[slot];
+        c.dirs[d].state = DirState::Reading;
+        c.inflight += 1;
+        let entry = opcode::Recv::new(
+            Fd(c.source(d)),
+            std::ptr::null_mut(),
+            self.buffers.buffer_size() as u32,
+        )
+        .buf_group(GROUP)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT)
+        .user_data(self.token(Op::Recv, slot, d));
+        // SAFETY: no user pointer: the kernel picks a buffer from the shard's
+        // registered ring, which outlives the ring's operations.
+        unsafe { self.push(entry) };
+    }
+
+    pub(super) fn on_recv(&mut self, slot: usize, d: usize, result: i32, flags: u32) {
+        if result > 0 {
+            let bid = cqueue::buffer_select(flags).expect("receive without a buffer");
+            self.buffers.taken();
+            let full = result as usize == self.buffers.buffer_size();
+            let now = self.now;
+            let c = &mut self.conns[slot];
+            let src = c.source(d);
+            c.seen(src, now);
+            let dir = &mut c.dirs[d];
+            dir.full_reads = if full {
+                dir.full_reads.saturating_add(1)
+            } else {
+                0
+            };
+            dir.buf = bid;
+            dir.sent = 0;
+            dir.len = result as u32;
+            dir.state = DirState::Writing;
+            self.count_bytes(d, result as usize);
+            self.submit_send(slot, d);
+        } else if result == 0 {
+            self.begin_shutdown(slot, d);
+        } else if result == -libc::ENOBUFS {
+            let c = &mut self.conns[slot];
+            c.dirs[d].state = DirState::WaitBuffer;
+            self.waiting_buffer
+                .push_back((slot as u32, c.generation, d));
+        } else {
+            self.abort(slot);
+        }
+    }
+
+    fn submit_send(&mut self, slot: usize, d: usize) {
+        let c = &mut self.conns[slot];
+        let dir = &c.dirs[d];
+        // SAFETY: `sent < len <= buffer_size`, so the pointer stays in the buffer.
+        let ptr = unsafe { self.buffers.ptr(dir.buf).add(dir.sent as usize) };
+        let len = dir.len - dir.sent;
+        c.inflight += 1;
+        let entry = opcode::Send::new(Fd(c.sink(d)), ptr, len)
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
+            .build()
+            .user_data(self.token(Op::Send, slot, d));
+        // SAFETY: the buffer is lent to this direction until this send
+        // completes (it goes back to the ring only after), and the ring's
+        // memory outlives the io_uring.
+        unsafe { self.push(entry) };
+    }
+
+    pub(super) fn on_send(&mut self, slot: usize, d: usize, result: i32) {
+        let now = self.now;
+        let c = &mut self.conns[slot];
+        let bid = c.dirs[d].buf;
+        if result <= 0 {
+            self.give_back_buffer(bid);
+            self.abort(slot);
+            return;
+        }
+        let sink = c.sink(d);
+        c.seen(sink, now);
+        let dir = &mut c.dirs[d];
+        dir.sent += result as u32;
+        if dir.sent < dir.len {
+            self.submit_send(slot, d);
+            return;
+        }
+        let bulk = dir.full_reads >= AUTO_SPLICE_AFTER;
+        self.give_back_buffer(bid);
+        if bulk && self.forward == ForwardMode::Auto {
+            if let Some(pipe) = self.pipes.acquire() {
+                let dir = &mut self.conns[slot].dirs[d];
+                dir.mode = DirMode::Splice;
+                dir.pipe = Some(pipe);
+                self.pump(slot, d);
+                return;
+            }
+            self.conns[slot].dirs[d].full_reads = 0;
+        }
+        self.arm_recv(slot, d);
+    }
+
+    /// Returns a buffer to the ring and hands the turn to a direction that
+    /// was waiting for one.
+    pub(super) fn give_back_buffer(&mut self, bid: u16) {
+        self.buffers.give_back(bid);
+        while let Some((slot, generation, d)) = self.waiting_buffer.pop_front() {
+            let c = &self.conns[slot as usize];
+            if c.generation == generation
+                && c.state == ConnState::Forwarding
+                && c.dirs[d].state == DirState::WaitBuffer
+            {
+                self.arm_recv(slot as usize, d);
+                return;
+            }
+        }
+    }
+
+    // ---- FIN ----
+
+    fn begin_shutdown(&mut self, slot: usize, d: usize) {
+        let c = &mut self.conns[slot];
+        c.dirs[d].state = DirState::ShuttingDown;
+        c.inflight += 1;
+        let entry = opcode::Shutdown::new(Fd(c.sink(d)), libc::SHUT_WR)
+            .build()
+            .user_data(self.token(Op::Shutdown, slot, d));
+        // SAFETY: no pointers.
+        unsafe { self.push(entry) };
+    }
+
+    pub(super) fn on_shutdown(&mut self, slot: usize, d: usize) {
+        let c = &mut self.conns[slot];
+        c.dirs[d].state = DirState::Done;
+        if c.dirs[UP].state == DirState::Done && c.dirs[DOWN].state == DirState::Done {
+            self.close(slot);
+        }
+    }
+
+    // ---- polled splice ----
+
+    fn arm_poll(&mut self, slot: usize, d: usize, op: Op) {
+        let c = &mut self.conns[slot];
+        let (fd, events, state) = if op == Op::PollIn {
+            (
+                c.source(d),
+                libc::POLLIN | libc::POLLRDHUP,
+                DirState::Reading,
+            )
+        } else {
+            (c.sink(d), libc::POLLOUT, DirState::Writing)
+        };
+        c.dirs[d].state = state;
+        c.inflight += 1;
+        let entry = opcode::PollAdd::new(Fd(fd), events as u32)
+            .build()
+            .user_data(self.token(op, slot, d));
+        // SAFETY: no pointers.
+        unsafe { self.push(entry) };
+    }
+
+    pub(super) fn on_poll(&mut self, slot: usize, d: usize, result: i32) {
+        if result < 0 {
+            self.abort(slot);
+        } else {
+            self.pump(slot, d);
+        }
+    }
+
+    /// Moves what can be moved now through the direction's pipe, then waits
+    /// for readability (pipe empty) or writability (pipe holds bytes).
+    fn pump(&mut self, slot: usize, d: usize) {
+        for _ in 0..8 {
+            let c = &mut self.conns[slot];
+            if c.dirs[d].pipe.is_none() {
+                match self.pipes.acquire() {
+                    Some(p) => c.dirs[d].pipe = Some(p),
+                    None => {
+                        c.dirs[d].mode = DirMode::Copy;
+                        self.arm_recv(slot, d);
+                        return;
+                    }
+                }
+            }
+            let (src, dst) = (c.source(d), c.sink(d));
+            let dir = &mut c.dirs[d];
+            let (pipe_read, pipe_write) = dir.pipe.as_ref().map(|p| (p.read, p.write)).unwrap();
+            let mut drained = false;
+            if dir.pipe_bytes == 0 {
+                match splice(src, pipe_write, PIPE_SIZE) {
+                    Splice::Moved(n) => {
+                        dir.pipe_bytes = n;
+                        drained = n < PIPE_SIZE;
+                        c.seen(src, self.now);
+                        self.count_bytes(d, n);
+                    }
+                    Splice::Eof => {
+                        self.return_pipe(slot, d);
+                        self.begin_shutdown(slot, d);
+                        return;
+                    }
+                    Splice::WouldBlock => {
+                        self.return_pipe(slot, d);
+                        self.arm_poll(slot, d, Op::PollIn);
+                        return;
+                    }
+                    Splice::Failed => {
+                        self.abort(slot);
+                        return;
+                    }
+                }
+            }
+            let c = &mut self.conns[slot];
+            let dir = &mut c.dirs[d];
+            match splice(pipe_read, dst, dir.pipe_bytes) {
+                Splice::Moved(n) => {
+                    dir.pipe_bytes -= n;
+                    c.seen(dst, self.now);
+                }
+                Splice::WouldBlock | Splice::Eof => {}
+                Splice::Failed => {
+                    self.abort(slot);
+                    return;
+                }
+            }
+            if self.conns[slot].dirs[d].pipe_bytes > 0 {
+                self.arm_poll(slot, d, Op::PollOut);
+                return;
+            }
+            if drained {
+                break;
+            }
+        }
+        self.return_pipe(slot, d);
+        self.arm_poll(slot, d, Op::PollIn);
+    }
+
+    /// Gives the direction's (empty) pipe back to the pool.
+    fn return_pipe(&mut self, slot: usize, d: usize) {
+        let dir = &mut self.conns[slot].dirs[d];
+        if let Some(p) = dir.pipe.take() {
+            self.pipes.release(p, dir.pipe_bytes == 0);
+        }
+    }
+
+    // ---- ring splice ----
+
+    fn ring_splice_in(&mut self, slot: usize, d: usize) {
+        let c = &mut self.conns[slot];
+        if c.dirs[d].pipe.is_none() {
+            match self.pipes.acquire() {
+                Some(p) => c.dirs[d].pipe = Some(p),
+                None => {
+                    c.dirs[d].mode = DirMode::Copy;
+                    self.arm_recv(slot, d);
+                    return;
+                }
+            }
+        }
+        let pipe_write = c.dirs[d].pipe.as_ref().map(|p| p.write).unwrap();
+        c.dirs[d].state = DirState::Reading;
+        c.inflight += 1;
+        let entry = opcode::Splice::new(Fd(c.source(d)), -1, Fd(pipe_write), -1, PIPE_SIZE as u32)
+            .flags(libc::SPLICE_F_MOVE)
+            .build()
+            .user_data(self.token(Op::SpliceIn, slot, d));
+        // SAFETY: no user memory; the pipe stays with this direction until
+        // the pair is finished, after its last completion.
+        unsafe { self.push(entry) };
+    }
+
+    fn ring_splice_out(&mut self, slot: usize, d: usize) {
+        let c = &mut self.conns[slot];
+        let pipe_read = c.dirs[d].pipe.as_ref().map(|p| p.read).unwrap();
+        c.dirs[d].state = DirState::Writing;
+        c.inflight += 1;
+        let entry = opcode::Splice::new(
+            Fd(pipe_read),
+            -1,
+            Fd(c.sink(d)),
+            -1,
+            c.dirs[d].pipe_bytes as u32,
+        )
+        .flags(libc::SPLICE_F_MOVE)
+        .build()
+        .user_data(self.token(Op::SpliceOut, slot, d));
+        // SAFETY: as in `ring_splice_in`.
+        unsafe { self.push(entry) };
+    }
+
+    pub(super) fn on_ring_splice_in(&mut self, slot: usize, d: usize, result: i32) {
+        if result > 0 {
+            let now = self.now;
+            let c = &mut self.conns[slot];
+            let src = c.source(d);
+            c.seen(src, now);
+            c.dirs[d].pipe_bytes = result as usize;
+            self.count_bytes(d, result as usize);
+            self.ring_splice_out(slot, d);
+        } else if result == 0 {
+            self.return_pipe(slot, d);
+            self.begin_shutdown(slot, d);
+        } else {
+            self.abort(slot);
+        }
+    }
+
+    pub(super) fn on_ring_splice_out(&mut self, slot: usize, d: usize, result: i32) {
+        if result <= 0 {
+            self.abort(slot);
+            return;
+        }
+        let now = self.now;
+        let c = &mut self.conns[slot];
+        let sink = c.sink(d);
+        c.seen(sink, now);
+        c.dirs[d].pipe_bytes -= result as usize;
+        if c.dirs[d].pipe_bytes > 0 {
+            self.ring_splice_out(slot, d);
+        } else {
+            self.ring_splice_in(slot, d);
+        }
+    }
+}

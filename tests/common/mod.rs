@@ -1,0 +1,215 @@
+//! In-process backends and a ringlb runtime on ephemeral loopback ports,
+//! shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringlb::config::{
+    BalanceKind, Config, ForwardMode, ListenerConfig, PoolConfig, RuntimeConfig, ServerConfig,
+    Timeouts,
+};
+use ringlb::Runtime;
+
+/// What a backend does with each connection.
+#[derive(Clone, Copy, Debug)]
+pub enum Behaviour {
+    /// Returns every byte until the client's FIN, then sends its own FIN.
+    Echo,
+    /// Writes its id byte, then holds the connection open until the client
+    /// closes it.
+    Id(u8),
+    /// Reads until FIN, then replies with the byte count (8 bytes, LE) and
+    /// the data again, then FIN: proves the reply travels after a half-close.
+    ReplyAfterFin,
+    /// Resets the connection (SO_LINGER 0) after reading one byte.
+    ResetAfterByte,
+}
+
+/// A backend on 127.0.0.1 with a thread per connection.
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// Connections open right now / ever accepted.
+    pub active: Arc<AtomicUsize>,
+    pub accepted: Arc<AtomicUsize>,
+    /// Set when a connection ended with a read error or reset from ringlb.
+    pub saw_reset: Arc<AtomicBool>,
+    /// Set when a connection ended with a clean EOF from ringlb.
+    pub saw_eof: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Backend {
+    pub fn start(behaviour: Behaviour) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let active = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let saw_reset = Arc::new(AtomicBool::new(false));
+        let saw_eof = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let b = Backend {
+            addr,
+            active: active.clone(),
+            accepted: accepted.clone(),
+            saw_reset: saw_reset.clone(),
+            saw_eof: saw_eof.clone(),
+            stop: stop.clone(),
+        };
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                active.fetch_add(1, Ordering::SeqCst);
+                let (active, saw_reset, saw_eof) =
+                    (active.clone(), saw_reset.clone(), saw_eof.clone());
+                thread::Builder::new()
+                    .stack_size(128 * 1024)
+                    .spawn(move || {
+                        match serve(stream, behaviour) {
+                            Ok(()) => saw_eof.store(true, Ordering::SeqCst),
+                            Err(_) => saw_reset.store(true, Ordering::SeqCst),
+                        }
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .unwrap();
+            }
+        });
+        b
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve(mut s: TcpStream, behaviour: Behaviour) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    match behaviour {
+        Behaviour::Echo => loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                s.shutdown(Shutdown::Write)?;
+                return Ok(());
+            }
+            s.write_all(&buf[..n])?;
+        },
+        Behaviour::Id(id) => {
+            s.write_all(&[id])?;
+            while s.read(&mut buf)? > 0 {}
+            Ok(())
+        }
+        Behaviour::ReplyAfterFin => {
+            let mut all = Vec::new();
+            s.read_to_end(&mut all)?;
+            s.write_all(&(all.len() as u64).to_le_bytes())?;
+            s.write_all(&all)?;
+            s.shutdown(Shutdown::Write)?;
+            Ok(())
+        }
+        Behaviour::ResetAfterByte => {
+            let mut one = [0u8; 1];
+            s.read_exact(&mut one)?;
+            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
+            drop(s);
+            Ok(())
+        }
+    }
+}
+
+/// Builds a one-listener, one-pool configuration on 127.0.0.1:0.
+pub fn config(
+    servers: &[(SocketAddr, u32)],
+    balance: BalanceKind,
+    shards: usize,
+    forward: ForwardMode,
+) -> Config {
+    Config {
+        runtime: RuntimeConfig {
+            shards,
+            forward,
+            ..RuntimeConfig::default()
+        },
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            client_idle: Duration::from_secs(30),
+            server_idle: Duration::from_secs(30),
+        },
+        listeners: vec![ListenerConfig {
+            name: "test".into(),
+            bind: "127.0.0.1:0".parse().unwrap(),
+            pool: 0,
+        }],
+        pools: vec![PoolConfig {
+            name: "p".into(),
+            balance,
+            retries: 2,
+            servers: servers
+                .iter()
+                .enumerate()
+                .map(|(i, &(addr, weight))| ServerConfig {
+                    name: format!("s{i}"),
+                    addr,
+                    weight,
+                    backup: false,
+                })
+                .collect(),
+        }],
+    }
+}
+
+pub fn start(config: &Config) -> (Runtime, SocketAddr) {
+    let rt = Runtime::start(config).expect("ringlb starts");
+    let addr = rt.listener_addr("test").unwrap();
+    (rt, addr)
+}
+
+/// Polls `f` until it is true or `limit` passes; returns whether it became true.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    f()
+}
+
+/// Waits until ringlb holds no pair and no buffer.
+pub fn assert_drained(rt: &Runtime) {
+    let ok = wait_until(Duration::from_secs(5), || {
+        let c = rt.counters();
+        c.active == 0 && c.buffers_in_use == 0
+    });
+    assert!(
+        ok,
+        "ringlb still holds pairs or buffers: {:?}",
+        rt.counters()
+    );
+}
+
+/// Open fds of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Resident set size of this process in KiB.
+pub fn rss_kib() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}

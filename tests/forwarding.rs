@@ -1,0 +1,145 @@
+//! Byte-exact forwarding in every mode, both directions at once, and
+//! half-close.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use common::{assert_drained, config, start, Backend, Behaviour};
+use rand::RngCore;
+use ringlb::config::{BalanceKind, ForwardMode};
+use sha2::{Digest, Sha256};
+
+/// Sends `size` random bytes through ringlb to an echo backend while reading
+/// the echo on another thread; both digests must match.
+fn echo_exact(addr: std::net::SocketAddr, size: usize) {
+    let mut payload = vec![0u8; size];
+    rand::rng().fill_bytes(&mut payload);
+    let sent = Sha256::digest(&payload);
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let w = thread::spawn(move || {
+        for chunk in payload.chunks(256 * 1024) {
+            writer.write_all(chunk).unwrap();
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut reader = stream;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.expect("read echo"),
+        };
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n;
+    }
+    w.join().unwrap();
+    assert_eq!(total, size, "echoed byte count");
+    assert_eq!(hasher.finalize(), sent, "SHA-256 of {size} bytes");
+}
+
+const SIZES: [usize; 6] = [1, 1000, 65_543, 1 << 20, 5 << 20 | 3, 64 << 20];
+
+fn exact_in_mode(forward: ForwardMode) {
+    let backend = Backend::start(Behaviour::Echo);
+    let (rt, addr) = start(&config(
+        &[(backend.addr, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        forward,
+    ));
+    for size in SIZES {
+        echo_exact(addr, size);
+    }
+    assert_drained(&rt);
+    let c = rt.counters();
+    let expected: usize = SIZES.iter().sum();
+    assert_eq!(c.bytes_up as usize, expected);
+    assert_eq!(c.bytes_down as usize, expected);
+}
+
+#[test]
+fn copy_mode_is_byte_exact() {
+    exact_in_mode(ForwardMode::Copy);
+}
+
+#[test]
+fn splice_mode_is_byte_exact() {
+    exact_in_mode(ForwardMode::Splice);
+}
+
+#[test]
+fn ring_splice_mode_is_byte_exact() {
+    exact_in_mode(ForwardMode::SpliceRing);
+}
+
+#[test]
+fn auto_mode_is_byte_exact() {
+    exact_in_mode(ForwardMode::Auto);
+}
+
+#[test]
+fn concurrent_streams_stay_apart() {
+    let backend = Backend::start(Behaviour::Echo);
+    let (rt, addr) = start(&config(
+        &[(backend.addr, 1)],
+        BalanceKind::RoundRobin,
+        2,
+        ForwardMode::Auto,
+    ));
+    let workers: Vec<_> = (0..16)
+        .map(|i| thread::spawn(move || echo_exact(addr, 300_000 + i * 7919)))
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_drained(&rt);
+}
+
+fn half_close_in_mode(forward: ForwardMode) {
+    let backend = Backend::start(Behaviour::ReplyAfterFin);
+    let (rt, addr) = start(&config(
+        &[(backend.addr, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        forward,
+    ));
+    for size in [0usize, 10, 200_000] {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        s.write_all(&payload).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply.len(), 8 + size, "reply after half-close");
+        assert_eq!(
+            u64::from_le_bytes(reply[..8].try_into().unwrap()),
+            size as u64
+        );
+        assert_eq!(&reply[8..], &payload[..]);
+    }
+    assert_drained(&rt);
+}
+
+#[test]
+fn half_close_copy() {
+    half_close_in_mode(ForwardMode::Copy);
+}
+
+#[test]
+fn half_close_splice() {
+    half_close_in_mode(ForwardMode::Splice);
+}
