@@ -1,0 +1,187 @@
+//! Every kind of configuration error names the file, the line and the key;
+//! `ringlb check` prints them all and exits 1.
+
+use std::path::Path;
+use std::process::Command;
+
+use ringlb::config::{Config, ConfigError};
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    Config::parse(text, Path::new("lb.toml")).expect_err("config must be rejected").0
+}
+
+/// Asserts exactly one error, on `line`, about `key`, whose text contains `needle`.
+fn one_error(text: &str, line: usize, key: &str, needle: &str) {
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    let e = &errs[0];
+    let shown = e.to_string();
+    assert_eq!(e.line, Some(line), "{shown}");
+    assert!(e.key.contains(key), "key `{}` should name `{key}`: {shown}", e.key);
+    assert!(shown.starts_with(&format!("lb.toml:{line}: ")), "{shown}");
+    assert!(shown.contains(needle), "`{shown}` should say `{needle}`");
+}
+
+const GOOD: &str = r#"
+[runtime]
+shards = 2
+forward = "auto"
+
+[timeouts]
+connect = "2s"
+client_idle = "1m"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+pool = "app"
+
+[[pool]]
+name = "app"
+balance = "leastconn"
+servers = [
+  { name = "a", addr = "127.0.0.1:9001" },
+  { name = "b", addr = "localhost:9002", weight = 3 },
+  { name = "c", addr = "[::1]:9003", backup = true },
+]
+"#;
+
+#[test]
+fn a_good_file_resolves() {
+    let c = Config::parse(GOOD, Path::new("lb.toml")).unwrap();
+    assert_eq!(c.runtime.shards, 2);
+    assert_eq!(c.timeouts.client_idle.as_secs(), 60);
+    assert_eq!(c.pools[0].servers.len(), 3);
+    assert_eq!(c.pools[0].servers[1].weight, 3);
+    assert!(c.pools[0].servers[1].addr.ip().is_loopback(), "host names resolve at load");
+    assert!(c.pools[0].servers[2].addr.is_ipv6() && c.pools[0].servers[2].backup);
+}
+
+#[test]
+fn unknown_key() {
+    let text = GOOD.replace("balance = \"leastconn\"", "balance = \"leastconn\"\nmaxconns = 3");
+    one_error(&text, 18, "maxconns", "unknown field");
+}
+
+#[test]
+fn unknown_key_in_a_server() {
+    let text = GOOD.replace("{ name = \"a\", addr", "{ name = \"a\", wieght = 2, addr");
+    one_error(&text, 19, "wieght", "unknown field");
+}
+
+#[test]
+fn duplicate_pool_name() {
+    let text = format!("{GOOD}\n[[pool]]\nname = \"app\"\nservers = [{{ name = \"x\", addr = \"127.0.0.1:1\" }}]\n");
+    one_error(&text, 25, "pool[1].name", "duplicate pool name `app` (first defined on line 16)");
+}
+
+#[test]
+fn duplicate_listener_name() {
+    let text = format!("{GOOD}\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8081\"\npool = \"app\"\n");
+    one_error(&text, 25, "listener[1].name", "duplicate listener name `web`");
+}
+
+#[test]
+fn duplicate_server_name() {
+    let text = GOOD.replace("{ name = \"b\"", "{ name = \"a\"");
+    one_error(&text, 20, "pool[0].servers[1].name", "duplicate server name `a`");
+}
+
+#[test]
+fn listener_names_a_missing_pool() {
+    let text = GOOD.replace("pool = \"app\"", "pool = \"nope\"");
+    one_error(&text, 13, "listener[0].pool", "no pool named `nope`");
+}
+
+#[test]
+fn pool_without_servers() {
+    let text = GOOD.replace(
+        "servers = [\n  { name = \"a\", addr = \"127.0.0.1:9001\" },\n  { name = \"b\", addr = \"localhost:9002\", weight = 3 },\n  { name = \"c\", addr = \"[::1]:9003\", backup = true },\n]",
+        "servers = []",
+    );
+    one_error(&text, 18, "pool[0].servers", "has no servers");
+    let text = GOOD.replace(
+        "servers = [\n  { name = \"a\", addr = \"127.0.0.1:9001\" },\n  { name = \"b\", addr = \"localhost:9002\", weight = 3 },\n  { name = \"c\", addr = \"[::1]:9003\", backup = true },\n]",
+        "",
+    );
+    one_error(&text, 16, "pool[0].servers", "has no servers");
+}
+
+#[test]
+fn every_weight_zero() {
+    let text = GOOD
+        .replace("addr = \"127.0.0.1:9001\"", "addr = \"127.0.0.1:9001\", weight = 0")
+        .replace("weight = 3", "weight = 0")
+        .replace("backup = true", "backup = true, weight = 0");
+    one_error(&text, 18, "pool[0].servers", "weight 0");
+}
+
+#[test]
+fn weight_out_of_range() {
+    let text = GOOD.replace("weight = 3", "weight = 300");
+    one_error(&text, 20, "pool[0].servers[1].weight", "from 0 to 256");
+}
+
+#[test]
+fn bad_addresses() {
+    one_error(&GOOD.replace("127.0.0.1:8080", "127.0.0.1"), 12, "listener[0].bind", "not an address");
+    one_error(&GOOD.replace("127.0.0.1:9001", "127.0.0.1:99999"), 19, "pool[0].servers[0].addr", "not a port");
+    one_error(
+        &GOOD.replace("localhost:9002", "no-such-host.invalid:9002"),
+        20,
+        "pool[0].servers[1].addr",
+        "cannot resolve",
+    );
+}
+
+#[test]
+fn bad_duration() {
+    one_error(&GOOD.replace("\"2s\"", "\"2 parsecs\""), 7, "timeouts.connect", "not a duration");
+    one_error(&GOOD.replace("\"2s\"", "\"0s\""), 7, "timeouts.connect", "longer than zero");
+}
+
+#[test]
+fn bad_enums() {
+    one_error(&GOOD.replace("\"auto\"", "\"teleport\""), 4, "runtime.forward", "unknown mode `teleport`");
+    one_error(&GOOD.replace("\"leastconn\"", "\"random\""), 17, "pool[0].balance", "unknown algorithm `random`");
+    one_error(&GOOD.replace("shards = 2", "shards = 0"), 3, "runtime.shards", "between 1 and 1024");
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    one_error(&GOOD.replace("name = \"web\"", "name = \"web"), 11, "", "");
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let text = GOOD
+        .replace("pool = \"app\"", "pool = \"nope\"")
+        .replace("weight = 3", "weight = 999")
+        .replace("\"2s\"", "\"soon\"");
+    let errs = errors(&text);
+    let lines: Vec<_> = errs.iter().map(|e| e.line).collect();
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert_eq!(lines, vec![Some(7), Some(20), Some(13)]);
+}
+
+#[test]
+fn check_command_prints_every_error_and_exits_1() {
+    let dir = std::env::temp_dir().join(format!("ringlb-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, GOOD.replace("pool = \"app\"", "pool = \"nope\"").replace("weight = 3", "weight = 999")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlb")).args(["check", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:13: key `listener[0].pool`", bad.display())), "{stderr}");
+    assert!(stderr.contains(&format!("{}:20: key `pool[0].servers[1].weight`", bad.display())), "{stderr}");
+
+    let good = dir.join("good.toml");
+    std::fs::write(&good, GOOD).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlb")).args(["check", "--config"]).arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("listener web on 127.0.0.1:8080 -> pool app"), "{stdout}");
+    assert!(stdout.contains("server b 127.0.0.1:9002 weight 3"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
