@@ -1,0 +1,708 @@
+//! One load thread: drives its share of the connections over one io_uring
+//! ring. Every operation's `user_data` carries (slot, generation, operation).
+//! A 10 ms absolute timer ("tick") checks deadlines, the end of the run and
+//! the stop flag; schedule timers are absolute nanosecond timeouts.
+
+use std::io;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+use io_uring::opcode;
+use io_uring::squeue::Entry;
+use io_uring::types::{Fd, TimeoutFlags, Timespec};
+use socket2::{Protocol, SockAddr, Socket, Type};
+
+use super::conn::{Conn, Phase, Req};
+use super::ring::{Completion, Ring};
+use crate::clock::{now_ns, timespec};
+use crate::http_parse::Progress;
+use crate::schedule::Schedule;
+use crate::stats::{new_histogram, ns_to_us, ErrorKind, IntervalSample, Stats};
+use crate::workload::{Direction, Workload};
+
+const OP_CONNECT: u8 = 1;
+const OP_SEND: u8 = 2;
+const OP_RECV: u8 = 3;
+const OP_TIMER: u8 = 4;
+const OP_CANCEL: u8 = 5;
+const TICK_UD: u64 = u64::MAX;
+const TICK_NS: u64 = 10_000_000;
+const SECOND_NS: u64 = 1_000_000_000;
+
+#[inline]
+fn ud(slot: usize, gen: u32, op: u8) -> u64 {
+    ((slot as u64) << 32) | (((gen & 0x00ff_ffff) as u64) << 8) | op as u64
+}
+
+#[inline]
+fn decode(ud: u64) -> (usize, u32, u8) {
+    ((ud >> 32) as usize, ((ud >> 8) & 0x00ff_ffff) as u32, ud as u8)
+}
+
+/// Read-only settings shared by all threads of a run.
+pub(crate) struct Shared {
+    pub workload: Workload,
+    pub addr: SockAddr,
+    /// Request (http), message (echo) or upload buffer (stream).
+    pub payload: Vec<u8>,
+    pub rate: Option<f64>,
+    pub connections: usize,
+    pub timeout_ns: u64,
+    pub start_ns: u64,
+    pub measure_start: u64,
+    pub end: Option<u64>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// This thread's share of the run.
+pub(crate) struct WorkerSpec {
+    pub index: usize,
+    pub first_conn: usize,
+    pub conns: usize,
+    pub budget: Option<u64>,
+}
+
+pub(crate) struct Worker {
+    // Declared first so it is dropped first.
+    ring: Ring,
+    sh: Arc<Shared>,
+    conns: Vec<Conn>,
+    stats: Stats,
+    budget: Option<u64>,
+    live: usize,
+    stopping: bool,
+    end: Option<u64>,
+    tick: Box<Timespec>,
+    next_tick: u64,
+    index: usize,
+    tx: Sender<IntervalSample>,
+    ival_k: u64,
+    ival_end: u64,
+    ival_hist: Histogram<u64>,
+    ival_completed: u64,
+    ival_errors: u64,
+    ival_bytes: u64,
+    last_done: u64,
+}
+
+impl Worker {
+    pub fn new(sh: Arc<Shared>, spec: WorkerSpec, tx: Sender<IntervalSample>) -> io::Result<Self> {
+        let ring = Ring::new((spec.conns as u32).saturating_mul(4) + 64)?;
+        let buf_size = match &sh.workload {
+            Workload::Http(_) => 16 * 1024,
+            Workload::Echo(e) => e.size.clamp(1, 64 * 1024),
+            Workload::Stream(s) => s.chunk.max(1),
+        };
+        let head = matches!(&sh.workload, Workload::Http(h) if h.is_head());
+        let conns = (0..spec.conns)
+            .map(|k| {
+                let g = spec.first_conn + k;
+                let sched = sh
+                    .rate
+                    .filter(|_| sh.workload.has_requests())
+                    .map(|r| Schedule::new(sh.start_ns, r, sh.connections, g));
+                Conn::new(buf_size, head, sched)
+            })
+            .collect();
+        let ms = sh.measure_start;
+        Ok(Worker {
+            ring,
+            end: sh.end,
+            sh,
+            conns,
+            stats: Stats::default(),
+            budget: spec.budget,
+            live: spec.conns,
+            stopping: false,
+            tick: Box::new(Timespec::new()),
+            next_tick: 0,
+            index: spec.index,
+            tx,
+            ival_k: 0,
+            ival_end: ms + SECOND_NS,
+            ival_hist: new_histogram(),
+            ival_completed: 0,
+            ival_errors: 0,
+            ival_bytes: 0,
+            last_done: ms,
+        })
+    }
+
+    /// Runs until every connection is done; returns this thread's figures.
+    pub fn run(mut self) -> io::Result<Stats> {
+        let r = self.drive();
+        if r.is_err() && self.conns.iter().any(|c| c.inflight > 0) {
+            // The kernel may still write into these buffers: never free them.
+            std::mem::forget(std::mem::take(&mut self.conns));
+        }
+        r?;
+        let now = now_ns();
+        let stop_at = match self.end {
+            Some(e) => e.min(now),
+            None => self.last_done,
+        };
+        self.stats.elapsed_ns = stop_at.saturating_sub(self.sh.measure_start);
+        self.send_interval(stop_at);
+        Ok(self.stats)
+    }
+
+    fn drive(&mut self) -> io::Result<()> {
+        let now = now_ns();
+        if now < self.sh.start_ns {
+            std::thread::sleep(std::time::Duration::from_nanos(self.sh.start_ns - now));
+        }
+        let now = now_ns();
+        self.next_tick = now + TICK_NS;
+        self.arm_tick()?;
+        for i in 0..self.conns.len() {
+            self.next_request(i, now)?;
+        }
+        let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
+        while self.live > 0 {
+            self.ring.submit_and_wait()?;
+            self.ring.drain(&mut cqes);
+            for c in cqes.drain(..) {
+                let now = now_ns();
+                self.on_cqe(c, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues an entry built by this module.
+    fn push(&mut self, e: Entry) -> io::Result<()> {
+        // SAFETY: every entry built here points into a connection slot's boxed
+        // buffer or timespec, into `self.tick`, or into `Shared` (payload,
+        // address), which this worker keeps alive. A slot's buffer is only
+        // reused once its `inflight` count is zero, and `run` never frees the
+        // slots while operations are in flight.
+        unsafe { self.ring.push(&e) }
+    }
+
+    fn arm_tick(&mut self) -> io::Result<()> {
+        *self.tick = timespec(self.next_tick);
+        let e = opcode::Timeout::new(&*self.tick)
+            .flags(TimeoutFlags::ABS)
+            .build()
+            .user_data(TICK_UD);
+        self.push(e)
+    }
+
+    fn past_end(&self, now: u64) -> bool {
+        self.end.is_some_and(|e| now >= e)
+    }
+
+    fn on_cqe(&mut self, c: Completion, now: u64) -> io::Result<()> {
+        if c.user_data == TICK_UD {
+            return self.on_tick(now);
+        }
+        let (i, gen, op) = decode(c.user_data);
+        if op == OP_CANCEL || i >= self.conns.len() || self.conns[i].gen & 0x00ff_ffff != gen {
+            return Ok(());
+        }
+        self.conns[i].inflight -= 1;
+        if self.conns[i].phase == Phase::Draining {
+            return self.drain_step(i, now);
+        }
+        match op {
+            OP_CONNECT => self.on_connect(i, c.result, now),
+            OP_SEND => self.on_send(i, c.result, now),
+            OP_RECV => self.on_recv(i, c.result, now),
+            OP_TIMER => self.on_timer(i, now),
+            _ => Ok(()),
+        }
+    }
+
+    fn on_tick(&mut self, now: u64) -> io::Result<()> {
+        if !self.stopping && self.sh.stop.load(Ordering::Relaxed) {
+            self.end = Some(self.end.map_or(now, |e| e.min(now)));
+        }
+        if !self.stopping && self.past_end(now) {
+            self.stopping = true;
+        }
+        self.roll_intervals(now);
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            match c.phase {
+                Phase::Busy | Phase::Connecting if self.stopping => self.abandon(i)?,
+                Phase::Busy | Phase::Connecting if c.deadline != 0 && now >= c.deadline => {
+                    self.fail(i, ErrorKind::Timeout, now)?
+                }
+                Phase::Waiting if self.stopping => {
+                    let gen = c.gen;
+                    let e = opcode::TimeoutRemove::new(ud(i, gen, OP_TIMER))
+                        .build()
+                        .user_data(ud(i, gen, OP_CANCEL));
+                    self.push(e)?;
+                }
+                Phase::Idle if self.stopping => self.finish(i),
+                _ => {}
+            }
+        }
+        if self.live > 0 {
+            self.next_tick = self.next_tick.max(now) + TICK_NS;
+            self.arm_tick()?;
+        }
+        Ok(())
+    }
+
+    /// The run ended with this connection's operation in flight.
+    fn abandon(&mut self, i: usize) -> io::Result<()> {
+        let c = &mut self.conns[i];
+        if let Some(r) = c.req.take() {
+            if r.recording {
+                self.stats.in_flight_at_end += 1;
+            }
+        }
+        self.interrupt(i)
+    }
+
+    /// Makes in-flight operations complete soon and the slot drain.
+    fn interrupt(&mut self, i: usize) -> io::Result<()> {
+        let c = &mut self.conns[i];
+        c.drain_close = true;
+        let connecting = c.phase == Phase::Connecting;
+        c.phase = Phase::Draining;
+        c.deadline = 0;
+        if c.inflight > 0 {
+            if let Some(s) = &c.sock {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            if connecting {
+                let gen = c.gen;
+                let e = opcode::AsyncCancel::new(ud(i, gen, OP_CONNECT))
+                    .build()
+                    .user_data(ud(i, gen, OP_CANCEL));
+                self.push(e)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, i: usize, kind: ErrorKind, now: u64) -> io::Result<()> {
+        let past_end = self.past_end(now);
+        let stream = !self.sh.workload.has_requests();
+        let c = &mut self.conns[i];
+        let recording = match c.req.take() {
+            Some(r) => r.recording,
+            None => stream && now >= self.sh.measure_start,
+        };
+        if recording {
+            if past_end {
+                if !stream {
+                    self.stats.in_flight_at_end += 1;
+                }
+            } else {
+                self.roll_intervals(now);
+                self.stats.errors.add(kind);
+                self.ival_errors += 1;
+            }
+        }
+        self.interrupt(i)?;
+        self.drain_step(i, now)
+    }
+
+    fn drain_step(&mut self, i: usize, now: u64) -> io::Result<()> {
+        let c = &mut self.conns[i];
+        if c.inflight > 0 {
+            return Ok(());
+        }
+        if c.drain_close {
+            c.sock = None;
+            c.gen = c.gen.wrapping_add(1);
+            c.drain_close = false;
+        }
+        c.phase = Phase::Idle;
+        self.next_request(i, now)
+    }
+
+    fn finish(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if let Some(r) = c.req.take() {
+            if r.recording {
+                self.stats.in_flight_at_end += 1;
+            }
+        }
+        debug_assert_eq!(c.inflight, 0);
+        c.sock = None;
+        c.phase = Phase::Done;
+        self.live -= 1;
+    }
+
+    fn next_request(&mut self, i: usize, now: u64) -> io::Result<()> {
+        if self.stopping || self.past_end(now) {
+            self.finish(i);
+            return Ok(());
+        }
+        if !self.sh.workload.has_requests() {
+            return if self.conns[i].sock.is_none() {
+                self.connect(i, now)
+            } else {
+                self.stream_step(i, now)
+            };
+        }
+        let c = &mut self.conns[i];
+        let intended = match &mut c.sched {
+            Some(s) => s.next_ns(),
+            None => now,
+        };
+        if self.end.is_some_and(|e| intended >= e) {
+            self.finish(i);
+            return Ok(());
+        }
+        let recording = intended >= self.sh.measure_start;
+        if recording {
+            if let Some(b) = &mut self.budget {
+                if *b == 0 {
+                    self.finish(i);
+                    return Ok(());
+                }
+                *b -= 1;
+            }
+            self.stats.issued += 1;
+        }
+        let c = &mut self.conns[i];
+        c.req = Some(Req {
+            intended,
+            sent_at: 0,
+            first_byte: 0,
+            recording,
+        });
+        if intended > now {
+            *c.timer = timespec(intended);
+            let e = opcode::Timeout::new(&*c.timer)
+                .flags(TimeoutFlags::ABS)
+                .build()
+                .user_data(ud(i, c.gen, OP_TIMER));
+            c.inflight += 1;
+            c.phase = Phase::Waiting;
+            return self.push(e);
+        }
+        self.begin(i, now)
+    }
+
+    fn begin(&mut self, i: usize, now: u64) -> io::Result<()> {
+        if self.conns[i].sock.is_none() {
+            self.connect(i, now)
+        } else {
+            self.send_request(i, now)
+        }
+    }
+
+    fn on_timer(&mut self, i: usize, now: u64) -> io::Result<()> {
+        if self.stopping || self.past_end(now) {
+            self.finish(i);
+            return Ok(());
+        }
+        self.begin(i, now)
+    }
+
+    fn connect(&mut self, i: usize, now: u64) -> io::Result<()> {
+        let addr = &self.sh.addr;
+        let sock = match Socket::new(addr.domain(), Type::STREAM, Some(Protocol::TCP)) {
+            Ok(s) => s,
+            Err(_) => {
+                self.conns[i].phase = Phase::Connecting;
+                return self.fail(i, ErrorKind::Connect, now);
+            }
+        };
+        if !matches!(self.sh.workload, Workload::Stream(_)) {
+            let _ = sock.set_tcp_nodelay(true);
+        }
+        let fd = Fd(std::os::fd::AsRawFd::as_raw_fd(&sock));
+        let e = opcode::Connect::new(fd, addr.as_ptr() as *const libc::sockaddr, addr.len())
+            .build();
+        let timeout = self.sh.timeout_ns;
+        let c = &mut self.conns[i];
+        c.sock = Some(sock);
+        c.connect_start = now;
+        c.deadline = now + timeout;
+        c.phase = Phase::Connecting;
+        c.inflight += 1;
+        let e = e.user_data(ud(i, c.gen, OP_CONNECT));
+        self.push(e)
+    }
+
+    fn on_connect(&mut self, i: usize, res: i32, now: u64) -> io::Result<()> {
+        if res < 0 {
+            return self.fail(i, ErrorKind::Connect, now);
+        }
+        let past_end = self.past_end(now);
+        let c = &mut self.conns[i];
+        let recording = match c.req {
+            Some(r) => r.recording,
+            None => now >= self.sh.measure_start,
+        };
+        if recording && !past_end {
+            self.stats
+                .connect
+                .saturating_record(ns_to_us(now - c.connect_start));
+        }
+        c.deadline = 0;
+        if self.sh.workload.has_requests() {
+            self.send_request(i, now)
+        } else {
+            self.stream_step(i, now)
+        }
+    }
+
+    fn fd(&self, i: usize) -> Fd {
+        Fd(self.conns[i]
+            .sock
+            .as_ref()
+            .map_or(-1, std::os::fd::AsRawFd::as_raw_fd))
+    }
+
+    fn send_entry(&self, i: usize, from: usize) -> Entry {
+        let p = &self.sh.payload[from..];
+        opcode::Send::new(self.fd(i), p.as_ptr(), p.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(ud(i, self.conns[i].gen, OP_SEND))
+    }
+
+    fn recv_entry(&mut self, i: usize, limit: usize) -> Entry {
+        let fd = self.fd(i);
+        let c = &mut self.conns[i];
+        let room = &mut c.buf[c.filled..];
+        let len = room.len().min(limit);
+        opcode::Recv::new(fd, room.as_mut_ptr(), len as u32)
+            .build()
+            .user_data(ud(i, c.gen, OP_RECV))
+    }
+
+    fn echo_left(&self, i: usize) -> usize {
+        self.sh.payload.len() - self.conns[i].got
+    }
+
+    fn send_request(&mut self, i: usize, now: u64) -> io::Result<()> {
+        let timeout = self.sh.timeout_ns;
+        let c = &mut self.conns[i];
+        if let Some(r) = &mut c.req {
+            r.sent_at = now;
+        }
+        c.sent = 0;
+        c.got = 0;
+        c.filled = 0;
+        c.parser.reset();
+        c.deadline = now + timeout;
+        c.phase = Phase::Busy;
+        c.inflight += 2;
+        let send = self.send_entry(i, 0);
+        let limit = if matches!(self.sh.workload, Workload::Echo(_)) {
+            self.echo_left(i)
+        } else {
+            usize::MAX
+        };
+        let recv = self.recv_entry(i, limit);
+        self.push(send)?;
+        self.push(recv)
+    }
+
+    fn stream_step(&mut self, i: usize, now: u64) -> io::Result<()> {
+        if self.stopping || self.past_end(now) {
+            self.finish(i);
+            return Ok(());
+        }
+        let upload = matches!(&self.sh.workload, Workload::Stream(s) if s.direction == Direction::Upload);
+        let e = if upload {
+            self.send_entry(i, 0)
+        } else {
+            self.conns[i].filled = 0;
+            self.recv_entry(i, usize::MAX)
+        };
+        let c = &mut self.conns[i];
+        c.phase = Phase::Busy;
+        c.inflight += 1;
+        self.push(e)
+    }
+
+    fn count_stream_bytes(&mut self, n: usize, now: u64, upload: bool) {
+        if now >= self.sh.measure_start && !self.past_end(now) {
+            self.roll_intervals(now);
+            if upload {
+                self.stats.bytes_written += n as u64;
+            } else {
+                self.stats.bytes_read += n as u64;
+            }
+            self.ival_bytes += n as u64;
+        }
+    }
+
+    fn on_send(&mut self, i: usize, res: i32, now: u64) -> io::Result<()> {
+        if res < 0 {
+            return self.fail(i, ErrorKind::Write, now);
+        }
+        let n = res as usize;
+        if !self.sh.workload.has_requests() {
+            self.count_stream_bytes(n, now, true);
+            return self.stream_step(i, now);
+        }
+        let past_end = self.past_end(now);
+        let c = &mut self.conns[i];
+        if c.req.is_some_and(|r| r.recording) && !past_end {
+            self.stats.bytes_written += n as u64;
+        }
+        c.sent += n;
+        if c.sent < self.sh.payload.len() {
+            c.inflight += 1;
+            let sent = c.sent;
+            let e = self.send_entry(i, sent);
+            return self.push(e);
+        }
+        Ok(())
+    }
+
+    fn on_recv(&mut self, i: usize, res: i32, now: u64) -> io::Result<()> {
+        if res < 0 {
+            return self.fail(i, ErrorKind::Read, now);
+        }
+        if !self.sh.workload.has_requests() {
+            if res == 0 {
+                return self.fail(i, ErrorKind::Read, now);
+            }
+            self.count_stream_bytes(res as usize, now, false);
+            return self.stream_step(i, now);
+        }
+        let is_http = matches!(self.sh.workload, Workload::Http(_));
+        if res == 0 {
+            if is_http {
+                if let Ok(info) = self.conns[i].parser.finish_eof() {
+                    return self.complete(i, now, Some(info.status), false);
+                }
+            }
+            return self.fail(i, ErrorKind::Read, now);
+        }
+        let n = res as usize;
+        let past_end = self.past_end(now);
+        let c = &mut self.conns[i];
+        if let Some(r) = &mut c.req {
+            if r.first_byte == 0 {
+                r.first_byte = now;
+            }
+            if r.recording && !past_end {
+                self.stats.bytes_read += n as u64;
+            }
+        }
+        if is_http {
+            c.filled += n;
+            match c.parser.feed(&c.buf[..c.filled]) {
+                Err(_) => self.fail(i, ErrorKind::Protocol, now),
+                Ok(Progress::Partial { consumed }) => {
+                    if consumed > 0 {
+                        c.buf.copy_within(consumed..c.filled, 0);
+                        c.filled -= consumed;
+                    }
+                    if c.filled == c.buf.len() {
+                        // A response head larger than the buffer.
+                        return self.fail(i, ErrorKind::Protocol, now);
+                    }
+                    c.inflight += 1;
+                    let e = self.recv_entry(i, usize::MAX);
+                    self.push(e)
+                }
+                Ok(Progress::Complete { consumed, info }) => {
+                    if consumed != c.filled {
+                        // Bytes beyond the response we asked for.
+                        return self.fail(i, ErrorKind::Protocol, now);
+                    }
+                    self.complete(i, now, Some(info.status), info.keep_alive)
+                }
+            }
+        } else {
+            let got = c.got;
+            if c.buf[..n] != self.sh.payload[got..got + n] {
+                return self.fail(i, ErrorKind::Protocol, now);
+            }
+            c.got += n;
+            if c.got == self.sh.payload.len() {
+                return self.complete(i, now, None, true);
+            }
+            c.inflight += 1;
+            let left = self.echo_left(i);
+            let e = self.recv_entry(i, left);
+            self.push(e)
+        }
+    }
+
+    fn complete(&mut self, i: usize, now: u64, status: Option<u16>, keep: bool) -> io::Result<()> {
+        let past_end = self.past_end(now);
+        let close_mode = matches!(&self.sh.workload, Workload::Http(h) if h.close);
+        let c = &mut self.conns[i];
+        let req = c.req.take();
+        c.deadline = 0;
+        c.drain_close = !keep || close_mode;
+        c.phase = Phase::Draining;
+        if let Some(r) = req.filter(|r| r.recording) {
+            if past_end {
+                self.stats.in_flight_at_end += 1;
+            } else {
+                self.roll_intervals(now);
+                let corrected = now.saturating_sub(r.intended);
+                self.stats
+                    .record_latency(corrected, now.saturating_sub(r.sent_at));
+                self.stats
+                    .ttfb
+                    .saturating_record(ns_to_us(r.first_byte.saturating_sub(r.sent_at)));
+                self.stats.completed += 1;
+                if let Some(s) = status {
+                    self.stats.record_status(s);
+                    if s >= 400 {
+                        self.ival_errors += 1;
+                    }
+                }
+                self.ival_hist.saturating_record(ns_to_us(corrected));
+                self.ival_completed += 1;
+                self.last_done = now;
+            }
+        }
+        self.drain_step(i, now)
+    }
+
+    /// Ships every finished one-second interval up to `now`.
+    fn roll_intervals(&mut self, now: u64) {
+        let limit = self.end.unwrap_or(u64::MAX);
+        while now >= self.ival_end && self.ival_end <= limit {
+            let end = self.ival_end;
+            self.send_interval(end);
+            self.ival_k += 1;
+            self.ival_end += SECOND_NS;
+        }
+    }
+
+    /// Ships the current interval, ending at `end`.
+    fn send_interval(&mut self, end: u64) {
+        let start = self.sh.measure_start + self.ival_k * SECOND_NS;
+        if end <= start {
+            return;
+        }
+        let sample = IntervalSample {
+            thread: self.index,
+            index: self.ival_k,
+            start_ns: start - self.sh.measure_start,
+            len_ns: end - start,
+            latency: std::mem::replace(&mut self.ival_hist, new_histogram()),
+            completed: std::mem::take(&mut self.ival_completed),
+            errors: std::mem::take(&mut self.ival_errors),
+            bytes: std::mem::take(&mut self.ival_bytes),
+        };
+        // The receiver only goes away if the run is being torn down.
+        let _ = self.tx.send(sample);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        for (slot, gen, op) in [(0, 0, OP_SEND), (70_000, 0x00ff_ffff, OP_TIMER), (5, 77, OP_RECV)] {
+            assert_eq!(decode(ud(slot, gen, op)), (slot, gen, op));
+        }
+        assert_ne!(ud(u32::MAX as usize, 0x00ff_ffff, 0xff), 0);
+    }
+}
