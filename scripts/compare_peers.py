@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""Drives ringlb, HAProxy, nginx stream and a direct connection with the same
+wrk and iperf3 loads against the same backends, and measures each balancer's
+CPU time (utime+stime from /proc), syscalls (perf stat raw_syscalls:sys_enter),
+bulk throughput and RSS per idle proxied connection. Each figure is also given
+as a ratio to HAProxy measured in the same run; with --rounds N the median of
+N rounds is reported."""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HZ = os.sysconf("SC_CLK_TCK")
+BACKENDS = [18081, 18082]
+IPERF_PORT = 18201
+PORTS = {"haproxy": (18090, 18190), "nginx": (18091, 18191), "ringlb": (18092, 18192)}
+BALANCER_CPU = "1"
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, **kw)
+
+
+def wait_port(port, proc=None, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            with open(proc.log) as f:
+                raise RuntimeError(f"{proc.args} exited: {f.read()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+class Lab:
+    def __init__(self, ringlb, workdir):
+        self.ringlb = ringlb
+        self.dir = workdir
+        self.procs = []
+
+    def spawn(self, cmd, cpu=None, **kw):
+        if cpu is not None:
+            cmd = ["taskset", "-c", cpu] + cmd
+        log = open(os.path.join(self.dir, f"{os.path.basename(cmd[-1] if cpu is None else cmd[3])}-{len(self.procs)}.log"), "w")
+        p = subprocess.Popen(cmd, stdout=log, stderr=log, **kw)
+        p.log = log.name
+        self.procs.append(p)
+        return p
+
+    def stop(self):
+        for p in reversed(self.procs):
+            try:
+                p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def write(self, name, text):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def start_backends(self):
+        for port in BACKENDS:
+            conf = self.write(f"backend-{port}.conf", f"""
+daemon off; master_process off; worker_processes 1;
+pid {self.dir}/backend-{port}.pid; error_log {self.dir}/backend-{port}.err warn;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
+  server {{ listen 127.0.0.1:{port} reuseport backlog=4096; location / {{ return 200 "hello from {port}\\n"; }} }}
+}}
+""")
+            wait_port(port, self.spawn(["nginx", "-c", conf, "-p", self.dir]))
+        wait_port(IPERF_PORT, self.spawn(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(IPERF_PORT)]))
+
+    def start_haproxy(self):
+        http, bulk = PORTS["haproxy"]
+        servers = "\n".join(f"  server b{p} 127.0.0.1:{p}" for p in BACKENDS)
+        conf = self.write("haproxy.cfg", f"""
+global
+  nbthread 1
+  maxconn 7000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+listen web
+  bind 127.0.0.1:{http}
+  balance leastconn
+{servers}
+listen bulk
+  bind 127.0.0.1:{bulk}
+  option splice-auto
+  server iperf 127.0.0.1:{IPERF_PORT}
+""")
+        p = self.spawn(["haproxy", "-f", conf], cpu=BALANCER_CPU)
+        wait_port(http, p)
+        return p.pid
+
+    def start_nginx_stream(self):
+        http, bulk = PORTS["nginx"]
+        servers = " ".join(f"server 127.0.0.1:{p};" for p in BACKENDS)
+        conf = self.write("nginx-stream.conf", f"""
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+daemon off; worker_processes 1; worker_rlimit_nofile 20000;
+pid {self.dir}/stream.pid; error_log {self.dir}/stream.err warn;
+events {{ worker_connections 16384; }}
+stream {{
+  upstream web {{ least_conn; {servers} }}
+  upstream bulk {{ server 127.0.0.1:{IPERF_PORT}; }}
+  server {{ listen 127.0.0.1:{http}; proxy_pass web; proxy_timeout 300s; }}
+  server {{ listen 127.0.0.1:{bulk}; proxy_pass bulk; proxy_timeout 300s; }}
+}}
+""")
+        master = self.spawn(["nginx", "-c", conf, "-p", self.dir], cpu=BALANCER_CPU)
+        wait_port(http, master)
+        kids = children(master.pid)
+        return kids[0] if kids else master.pid
+
+    def start_ringlb(self, forward):
+        http, bulk = PORTS["ringlb"]
+        servers = ", ".join(f'{{ name = "b{p}", addr = "127.0.0.1:{p}" }}' for p in BACKENDS)
+        conf = self.write("ringlb.toml", f"""
+[runtime]
+shards = 1
+cpus = [{BALANCER_CPU}]
+forward = "{forward}"
+
+[timeouts]
+client_idle = "300s"
+server_idle = "300s"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:{http}"
+pool = "web"
+
+[[listener]]
+name = "bulk"
+bind = "127.0.0.1:{bulk}"
+pool = "bulk"
+
+[[pool]]
+name = "web"
+balance = "leastconn"
+servers = [{servers}]
+
+[[pool]]
+name = "bulk"
+servers = [{{ name = "iperf", addr = "127.0.0.1:{IPERF_PORT}" }}]
+""")
+        p = self.spawn([self.ringlb, "run", "--config", conf, "--log-level", "warn"])
+        wait_port(http, p)
+        return p.pid
+
+
+def wrk(port, duration, close):
+    cmd = ["taskset", "-c", "0", "wrk", "-t1", "-c64", f"-d{duration}s", "--latency"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
+
+    def lat(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": requests,
+        "p50_us": lat(50),
+        "p99_us": lat(99),
+        "errors": (errors.group(1) if errors else "") + (f" non2xx {non2xx.group(1)}" if non2xx else ""),
+    }
+
+
+def measured(pid, duration, run):
+    """Runs `run()` while counting pid's CPU time and syscalls."""
+    perf = None
+    perf_out = None
+    if pid and shutil.which("perf"):
+        perf_out = tempfile.NamedTemporaryFile(suffix=".perf", delete=False).name
+        perf = subprocess.Popen(
+            ["perf", "stat", "-e", "raw_syscalls:sys_enter", "-x", ",", "-o", perf_out, "-p", str(pid), "--", "sleep", str(duration + 1)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+    cpu0 = cpu_seconds(pid) if pid else 0
+    result = run()
+    cpu1 = cpu_seconds(pid) if pid else 0
+    syscalls = None
+    if perf:
+        perf.wait()
+        with open(perf_out) as f:
+            for line in f:
+                parts = line.strip().split(",")
+                if len(parts) > 2 and "raw_syscalls" in line and parts[0].isdigit():
+                    syscalls = int(parts[0])
+        os.unlink(perf_out)
+    result["cpu_s"] = cpu1 - cpu0
+    result["syscalls"] = syscalls
+    return result
+
+
+def iperf(port, seconds):
+    out = subprocess.run(["taskset", "-c", "0", "iperf3", "-c", "127.0.0.1", "-p", str(port), "-P", "2", "-t", str(seconds), "-J"],
+                         capture_output=True, text=True).stdout
+    j = json.loads(out)
+    end = j["end"]
+    return {"gbps": end["sum_received"]["bits_per_second"] / 1e9, "bytes": end["sum_received"]["bytes"]}
+
+
+def idle_rss(pid, port, conns):
+    """RSS growth of pid per proxied connection held open after one request."""
+    base = rss_kib(pid)
+    socks = []
+    req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    for _ in range(conns):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(req)
+        socks.append(s)
+    for s in socks:
+        data = b""
+        while b"\n" not in data.split(b"\r\n\r\n", 1)[-1] or b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    time.sleep(1.0)
+    grown = rss_kib(pid) - base
+    for s in socks:
+        s.close()
+    return grown * 1024 / conns
+
+
+def run_balancer(lab, name, pid, args):
+    http, bulk = PORTS.get(name, (BACKENDS[0], IPERF_PORT))
+    time.sleep(0.5)
+    r = {}
+    wrk(http, 2, False)  # warm-up
+    ka = measured(pid, args.duration, lambda: wrk(http, args.duration, False))
+    r["ka"] = ka
+    cl = measured(pid, args.duration, lambda: wrk(http, args.duration, True))
+    r["close"] = cl
+    t0 = cpu_seconds(pid) if pid else 0
+    b = iperf(bulk, args.bulk_seconds)
+    b["cpu_s_per_gb"] = ((cpu_seconds(pid) - t0) / (b["bytes"] / 1e9)) if pid else None
+    r["bulk"] = b
+    r["idle_b_per_conn"] = idle_rss(pid, http, args.idle_conns) if pid else None
+    return r
+
+
+def summarize(name, rounds):
+    def med(f):
+        vals = [f(r) for r in rounds if f(r) is not None]
+        return statistics.median(vals) if vals else None
+    return {
+        "ka_rps": med(lambda r: r["ka"]["rps"]),
+        "ka_p50": med(lambda r: r["ka"]["p50_us"]),
+        "ka_p99": med(lambda r: r["ka"]["p99_us"]),
+        "ka_cpu_us": med(lambda r: r["ka"]["cpu_s"] / r["ka"]["requests"] * 1e6 if r["ka"]["cpu_s"] else None),
+        "ka_sys": med(lambda r: r["ka"]["syscalls"] / r["ka"]["requests"] if r["ka"]["syscalls"] is not None else None),
+        "cl_rps": med(lambda r: r["close"]["rps"]),
+        "cl_p99": med(lambda r: r["close"]["p99_us"]),
+        "cl_cpu_us": med(lambda r: r["close"]["cpu_s"] / r["close"]["requests"] * 1e6 if r["close"]["cpu_s"] else None),
+        "cl_sys": med(lambda r: r["close"]["syscalls"] / r["close"]["requests"] if r["close"]["syscalls"] is not None else None),
+        "gbps": med(lambda r: r["bulk"]["gbps"]),
+        "cpu_per_gb": med(lambda r: r["bulk"]["cpu_s_per_gb"]),
+        "idle": med(lambda r: r["idle_b_per_conn"]),
+        "errors": sorted({r["ka"]["errors"] + r["close"]["errors"] for r in rounds} - {""}),
+    }
+
+
+COLUMNS = [
+    ("ka_rps", "keep-alive req/s", "{:,.0f}", True),
+    ("ka_p50", "p50 µs", "{:.0f}", False),
+    ("ka_p99", "p99 µs", "{:.0f}", False),
+    ("ka_cpu_us", "CPU µs/req", "{:.2f}", False),
+    ("ka_sys", "syscalls/req", "{:.3f}", False),
+    ("cl_rps", "close req/s", "{:,.0f}", True),
+    ("cl_cpu_us", "CPU µs/conn", "{:.1f}", False),
+    ("cl_sys", "syscalls/conn", "{:.1f}", False),
+    ("gbps", "bulk Gbit/s", "{:.1f}", True),
+    ("cpu_per_gb", "CPU s/GB", "{:.2f}", False),
+    ("idle", "idle B/conn", "{:,.0f}", False),
+]
+
+
+def table(results):
+    base = results.get("haproxy")
+    head = "| balancer | " + " | ".join(c[1] for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, s in results.items():
+        cells = []
+        for key, _, fmt, _ in COLUMNS:
+            v = s.get(key)
+            if v is None:
+                cells.append("–")
+                continue
+            cell = fmt.format(v)
+            if base and name != "haproxy" and base.get(key):
+                cell += f" ({v / base[key]:.2f}×)"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--ringlb", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--bulk-seconds", type=int, default=5)
+    ap.add_argument("--idle-conns", type=int, default=4000)
+    ap.add_argument("--forward", default="auto", help="ringlb forwarding mode")
+    ap.add_argument("--only", default="direct,haproxy,nginx,ringlb")
+    ap.add_argument("--out", help="write the Markdown table here")
+    ap.add_argument("--json", help="write every raw figure here")
+    args = ap.parse_args()
+    names = args.only.split(",")
+    raw = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="ringlb-peers-") as d:
+        lab = Lab(os.path.abspath(args.ringlb), d)
+        try:
+            lab.start_backends()
+            pids = {}
+            if "haproxy" in names:
+                pids["haproxy"] = lab.start_haproxy()
+            if "nginx" in names:
+                pids["nginx"] = lab.start_nginx_stream()
+            if "ringlb" in names:
+                pids["ringlb"] = lab.start_ringlb(args.forward)
+            for rnd in range(args.rounds):
+                for n in names:
+                    print(f"round {rnd + 1}/{args.rounds}: {n}", file=sys.stderr, flush=True)
+                    raw[n].append(run_balancer(lab, n, pids.get(n), args))
+        finally:
+            lab.stop()
+    results = {n: summarize(n, raw[n]) for n in names}
+    uname = os.uname()
+    machine = f"{os.cpu_count()} CPUs, Linux {uname.release}, {time.strftime('%Y-%m-%d')}"
+    text = (f"Machine: {machine}. Medians of {args.rounds} round(s); wrk -t1 -c64 -d{args.duration}s "
+            f"pinned to CPU 0, balancers pinned to CPU {BALANCER_CPU}, one thread/shard each; "
+            f"ringlb forward={args.forward}; iperf3 -P2 -t{args.bulk_seconds}; idle: {args.idle_conns} connections. "
+            f"Ratios are to HAProxy in the same run.\n\n" + table(results))
+    errs = {n: s["errors"] for n, s in results.items() if s["errors"]}
+    if errs:
+        text += f"\n\nwrk reported errors: {errs}"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "raw": raw, "summary": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
