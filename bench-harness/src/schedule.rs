@@ -28,7 +28,7 @@ impl Schedule {
 
     /// Intended time of the next request without consuming it.
     pub fn peek(&self) -> u64 {
-        self.start_ns + (self.offset_ns + self.interval_ns * self.k as f64) as u64
+        self.start_ns + (self.offset_ns + self.interval_ns * self.k as f64).round() as u64
     }
 
     /// Intended time of the next request; advances the schedule.
@@ -67,7 +67,7 @@ mod tests {
         let mut all: Vec<u64> = (0..conns)
             .flat_map(|c| {
                 let mut s = Schedule::new(0, rate, conns, c);
-                (0..300).map(move |_| s.next_ns())
+                (0..500).map(move |_| s.next_ns())
             })
             .collect();
         all.sort_unstable();
