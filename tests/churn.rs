@@ -22,20 +22,29 @@ fn one_exchange(addr: std::net::SocketAddr, i: u32) {
 #[test]
 fn short_connections_leak_nothing() {
     let backend = Backend::start(Behaviour::Echo);
-    let (rt, addr) = start(&config(&[(backend.addr, 1)], BalanceKind::RoundRobin, 2, ForwardMode::Auto));
+    let (rt, addr) = start(&config(
+        &[(backend.addr, 1)],
+        BalanceKind::RoundRobin,
+        2,
+        ForwardMode::Auto,
+    ));
     // Warm up: slabs, buffers and the allocator reach their working size.
     for i in 0..1000 {
         one_exchange(addr, i);
     }
     assert_drained(&rt);
-    common::wait_until(Duration::from_secs(5), || backend.active.load(std::sync::atomic::Ordering::SeqCst) == 0);
+    common::wait_until(Duration::from_secs(5), || {
+        backend.active.load(std::sync::atomic::Ordering::SeqCst) == 0
+    });
     let fds_before = open_fds();
     let rss_before = rss_kib();
     for i in 0..10_000 {
         one_exchange(addr, i);
     }
     assert_drained(&rt);
-    common::wait_until(Duration::from_secs(5), || backend.active.load(std::sync::atomic::Ordering::SeqCst) == 0);
+    common::wait_until(Duration::from_secs(5), || {
+        backend.active.load(std::sync::atomic::Ordering::SeqCst) == 0
+    });
     // Closes go through the ring; give the last ones a moment.
     let settled = common::wait_until(Duration::from_secs(5), || open_fds() <= fds_before);
     let (fds_after, rss_after) = (open_fds(), rss_kib());

@@ -14,7 +14,12 @@ use ringlb::config::{BalanceKind, ForwardMode};
 fn two_thousand_concurrent_connections_stay_intact() {
     let backends: Vec<_> = (0..2).map(|_| Backend::start(Behaviour::Echo)).collect();
     let servers: Vec<_> = backends.iter().map(|b| (b.addr, 1)).collect();
-    let (rt, addr) = start(&config(&servers, BalanceKind::LeastConn, 2, ForwardMode::Auto));
+    let (rt, addr) = start(&config(
+        &servers,
+        BalanceKind::LeastConn,
+        2,
+        ForwardMode::Auto,
+    ));
     const THREADS: usize = 8;
     const PER_THREAD: usize = 250;
     let workers: Vec<_> = (0..THREADS)
@@ -50,5 +55,8 @@ fn two_thousand_concurrent_connections_stay_intact() {
     let c = rt.counters();
     assert_eq!(c.accepted as usize, THREADS * PER_THREAD);
     assert_drained(&rt);
-    assert!(rt.shard_counters().iter().all(|s| s.accepted > 0), "both shards accept");
+    assert!(
+        rt.shard_counters().iter().all(|s| s.accepted > 0),
+        "both shards accept"
+    );
 }

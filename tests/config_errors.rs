@@ -7,7 +7,9 @@ use std::process::Command;
 use ringlb::config::{Config, ConfigError};
 
 fn errors(text: &str) -> Vec<ConfigError> {
-    Config::parse(text, Path::new("lb.toml")).expect_err("config must be rejected").0
+    Config::parse(text, Path::new("lb.toml"))
+        .expect_err("config must be rejected")
+        .0
 }
 
 /// Asserts exactly one error, on `line`, about `key`, whose text contains `needle`.
@@ -17,7 +19,11 @@ fn one_error(text: &str, line: usize, key: &str, needle: &str) {
     let e = &errs[0];
     let shown = e.to_string();
     assert_eq!(e.line, Some(line), "{shown}");
-    assert!(e.key.contains(key), "key `{}` should name `{key}`: {shown}", e.key);
+    assert!(
+        e.key.contains(key),
+        "key `{}` should name `{key}`: {shown}",
+        e.key
+    );
     assert!(shown.starts_with(&format!("lb.toml:{line}: ")), "{shown}");
     assert!(shown.contains(needle), "`{shown}` should say `{needle}`");
 }
@@ -53,13 +59,19 @@ fn a_good_file_resolves() {
     assert_eq!(c.timeouts.client_idle.as_secs(), 60);
     assert_eq!(c.pools[0].servers.len(), 3);
     assert_eq!(c.pools[0].servers[1].weight, 3);
-    assert!(c.pools[0].servers[1].addr.ip().is_loopback(), "host names resolve at load");
+    assert!(
+        c.pools[0].servers[1].addr.ip().is_loopback(),
+        "host names resolve at load"
+    );
     assert!(c.pools[0].servers[2].addr.is_ipv6() && c.pools[0].servers[2].backup);
 }
 
 #[test]
 fn unknown_key() {
-    let text = GOOD.replace("balance = \"leastconn\"", "balance = \"leastconn\"\nmaxconns = 3");
+    let text = GOOD.replace(
+        "balance = \"leastconn\"",
+        "balance = \"leastconn\"\nmaxconns = 3",
+    );
     one_error(&text, 18, "maxconns", "unknown field");
 }
 
@@ -72,19 +84,36 @@ fn unknown_key_in_a_server() {
 #[test]
 fn duplicate_pool_name() {
     let text = format!("{GOOD}\n[[pool]]\nname = \"app\"\nservers = [{{ name = \"x\", addr = \"127.0.0.1:1\" }}]\n");
-    one_error(&text, 25, "pool[1].name", "duplicate pool name `app` (first defined on line 16)");
+    one_error(
+        &text,
+        25,
+        "pool[1].name",
+        "duplicate pool name `app` (first defined on line 16)",
+    );
 }
 
 #[test]
 fn duplicate_listener_name() {
-    let text = format!("{GOOD}\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8081\"\npool = \"app\"\n");
-    one_error(&text, 25, "listener[1].name", "duplicate listener name `web`");
+    let text = format!(
+        "{GOOD}\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8081\"\npool = \"app\"\n"
+    );
+    one_error(
+        &text,
+        25,
+        "listener[1].name",
+        "duplicate listener name `web`",
+    );
 }
 
 #[test]
 fn duplicate_server_name() {
     let text = GOOD.replace("{ name = \"b\"", "{ name = \"a\"");
-    one_error(&text, 20, "pool[0].servers[1].name", "duplicate server name `a`");
+    one_error(
+        &text,
+        20,
+        "pool[0].servers[1].name",
+        "duplicate server name `a`",
+    );
 }
 
 #[test]
@@ -110,7 +139,10 @@ fn pool_without_servers() {
 #[test]
 fn every_weight_zero() {
     let text = GOOD
-        .replace("addr = \"127.0.0.1:9001\"", "addr = \"127.0.0.1:9001\", weight = 0")
+        .replace(
+            "addr = \"127.0.0.1:9001\"",
+            "addr = \"127.0.0.1:9001\", weight = 0",
+        )
         .replace("weight = 3", "weight = 0")
         .replace("backup = true", "backup = true, weight = 0");
     one_error(&text, 18, "pool[0].servers", "weight 0");
@@ -124,8 +156,18 @@ fn weight_out_of_range() {
 
 #[test]
 fn bad_addresses() {
-    one_error(&GOOD.replace("127.0.0.1:8080", "127.0.0.1"), 12, "listener[0].bind", "not an address");
-    one_error(&GOOD.replace("127.0.0.1:9001", "127.0.0.1:99999"), 19, "pool[0].servers[0].addr", "not a port");
+    one_error(
+        &GOOD.replace("127.0.0.1:8080", "127.0.0.1"),
+        12,
+        "listener[0].bind",
+        "not an address",
+    );
+    one_error(
+        &GOOD.replace("127.0.0.1:9001", "127.0.0.1:99999"),
+        19,
+        "pool[0].servers[0].addr",
+        "not a port",
+    );
     one_error(
         &GOOD.replace("localhost:9002", "no-such-host.invalid:9002"),
         20,
@@ -136,15 +178,40 @@ fn bad_addresses() {
 
 #[test]
 fn bad_duration() {
-    one_error(&GOOD.replace("\"2s\"", "\"2 parsecs\""), 7, "timeouts.connect", "not a duration");
-    one_error(&GOOD.replace("\"2s\"", "\"0s\""), 7, "timeouts.connect", "longer than zero");
+    one_error(
+        &GOOD.replace("\"2s\"", "\"2 parsecs\""),
+        7,
+        "timeouts.connect",
+        "not a duration",
+    );
+    one_error(
+        &GOOD.replace("\"2s\"", "\"0s\""),
+        7,
+        "timeouts.connect",
+        "longer than zero",
+    );
 }
 
 #[test]
 fn bad_enums() {
-    one_error(&GOOD.replace("\"auto\"", "\"teleport\""), 4, "runtime.forward", "unknown mode `teleport`");
-    one_error(&GOOD.replace("\"leastconn\"", "\"random\""), 17, "pool[0].balance", "unknown algorithm `random`");
-    one_error(&GOOD.replace("shards = 2", "shards = 0"), 3, "runtime.shards", "between 1 and 1024");
+    one_error(
+        &GOOD.replace("\"auto\"", "\"teleport\""),
+        4,
+        "runtime.forward",
+        "unknown mode `teleport`",
+    );
+    one_error(
+        &GOOD.replace("\"leastconn\"", "\"random\""),
+        17,
+        "pool[0].balance",
+        "unknown algorithm `random`",
+    );
+    one_error(
+        &GOOD.replace("shards = 2", "shards = 0"),
+        3,
+        "runtime.shards",
+        "between 1 and 1024",
+    );
 }
 
 #[test]
@@ -169,19 +236,47 @@ fn check_command_prints_every_error_and_exits_1() {
     let dir = std::env::temp_dir().join(format!("ringlb-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
-    std::fs::write(&bad, GOOD.replace("pool = \"app\"", "pool = \"nope\"").replace("weight = 3", "weight = 999")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ringlb")).args(["check", "--config"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        GOOD.replace("pool = \"app\"", "pool = \"nope\"")
+            .replace("weight = 3", "weight = 999"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{}:13: key `listener[0].pool`", bad.display())), "{stderr}");
-    assert!(stderr.contains(&format!("{}:20: key `pool[0].servers[1].weight`", bad.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:13: key `listener[0].pool`", bad.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}:20: key `pool[0].servers[1].weight`",
+            bad.display()
+        )),
+        "{stderr}"
+    );
 
     let good = dir.join("good.toml");
     std::fs::write(&good, GOOD).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ringlb")).args(["check", "--config"]).arg(&good).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("listener web on 127.0.0.1:8080 -> pool app"), "{stdout}");
-    assert!(stdout.contains("server b 127.0.0.1:9002 weight 3"), "{stdout}");
+    assert!(
+        stdout.contains("listener web on 127.0.0.1:8080 -> pool app"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("server b 127.0.0.1:9002 weight 3"),
+        "{stdout}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -37,7 +37,12 @@ fn refused_addr() -> SocketAddr {
 fn server_reset_closes_the_client() {
     for forward in [ForwardMode::Copy, ForwardMode::Splice] {
         let backend = Backend::start(Behaviour::ResetAfterByte);
-        let (rt, addr) = start(&config(&[(backend.addr, 1)], BalanceKind::RoundRobin, 1, forward));
+        let (rt, addr) = start(&config(
+            &[(backend.addr, 1)],
+            BalanceKind::RoundRobin,
+            1,
+            forward,
+        ));
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.write_all(b"x").unwrap();
@@ -53,19 +58,35 @@ fn server_reset_closes_the_client() {
 #[test]
 fn client_reset_closes_the_server_side() {
     let backend = Backend::start(Behaviour::Echo);
-    let (rt, addr) = start(&config(&[(backend.addr, 1)], BalanceKind::RoundRobin, 1, ForwardMode::Copy));
+    let (rt, addr) = start(&config(
+        &[(backend.addr, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        ForwardMode::Copy,
+    ));
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"hello").unwrap();
     let mut buf = [0u8; 5];
     s.read_exact(&mut buf).unwrap();
-    assert!(wait_until(Duration::from_secs(2), || backend.active.load(Ordering::SeqCst) == 1));
-    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+    assert!(wait_until(Duration::from_secs(2), || backend
+        .active
+        .load(Ordering::SeqCst)
+        == 1));
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     drop(s);
     assert!(
-        wait_until(Duration::from_secs(5), || backend.active.load(Ordering::SeqCst) == 0),
+        wait_until(Duration::from_secs(5), || backend
+            .active
+            .load(Ordering::SeqCst)
+            == 0),
         "the server side must be closed"
     );
-    assert!(backend.saw_reset.load(Ordering::SeqCst), "the reset is passed on to the server");
+    assert!(
+        backend.saw_reset.load(Ordering::SeqCst),
+        "the reset is passed on to the server"
+    );
     assert_drained(&rt);
 }
 
@@ -85,20 +106,25 @@ fn refused_server_is_skipped() {
         let msg = i.to_le_bytes();
         s.write_all(&msg).unwrap();
         let mut back = [0u8; 4];
-        s.read_exact(&mut back).unwrap_or_else(|e| panic!("client {i} failed: {e}"));
+        s.read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("client {i} failed: {e}"));
         assert_eq!(back, msg);
     }
     assert_drained(&rt);
     let c = rt.counters();
     assert_eq!(c.unserved, 0);
-    assert!(c.redispatches >= 1 && c.connect_failures == c.redispatches, "{c:?}");
+    assert!(
+        c.redispatches >= 1 && c.connect_failures == c.redispatches,
+        "{c:?}"
+    );
 }
 
 /// A listener that never accepts, with its backlog filled so further SYNs
 /// go unanswered.
 fn blackhole() -> (socket2::Socket, Vec<TcpStream>, SocketAddr) {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
     s.listen(0).unwrap();
     let addr = s.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();
@@ -118,7 +144,12 @@ fn connect_timeout_is_bounded_and_redispatches() {
     let backend = Backend::start(Behaviour::Echo);
 
     // Only the blackhole, no retries: the client is closed after the timeout.
-    let mut cfg = config(&[(hole_addr, 1)], BalanceKind::RoundRobin, 1, ForwardMode::Copy);
+    let mut cfg = config(
+        &[(hole_addr, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        ForwardMode::Copy,
+    );
     cfg.timeouts.connect = Duration::from_millis(300);
     cfg.pools[0].retries = 0;
     let (rt, addr) = start(&cfg);
@@ -127,14 +158,25 @@ fn connect_timeout_is_bounded_and_redispatches() {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let end = read_to_close(&mut s);
     let took = t.elapsed();
-    assert!(end.is_ok() || matches!(&end, Err(e) if e.kind() == ErrorKind::ConnectionReset), "{end:?}");
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "took {took:?}");
+    assert!(
+        end.is_ok() || matches!(&end, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{end:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "took {took:?}"
+    );
     assert_drained(&rt);
     assert_eq!(rt.counters().connect_failures, 1);
     drop(rt);
 
     // Blackhole first, then a live server: the client is served after one timeout.
-    let mut cfg = config(&[(hole_addr, 1), (backend.addr, 1)], BalanceKind::RoundRobin, 1, ForwardMode::Copy);
+    let mut cfg = config(
+        &[(hole_addr, 1), (backend.addr, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        ForwardMode::Copy,
+    );
     cfg.timeouts.connect = Duration::from_millis(200);
     let (rt, addr) = start(&cfg);
     let t = Instant::now();
@@ -153,7 +195,12 @@ fn connect_timeout_is_bounded_and_redispatches() {
 #[test]
 fn idle_timeout_closes_a_stalled_pair() {
     let backend = Backend::start(Behaviour::Echo);
-    let mut cfg = config(&[(backend.addr, 1)], BalanceKind::RoundRobin, 1, ForwardMode::Copy);
+    let mut cfg = config(
+        &[(backend.addr, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        ForwardMode::Copy,
+    );
     cfg.timeouts.client_idle = Duration::from_millis(300);
     cfg.timeouts.server_idle = Duration::from_millis(300);
     let (rt, addr) = start(&cfg);
@@ -166,8 +213,14 @@ fn idle_timeout_closes_a_stalled_pair() {
     let end = read_to_close(&mut s);
     let took = t.elapsed();
     assert!(end.is_ok(), "idle close is a FIN: {end:?}");
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "took {took:?}");
-    assert!(wait_until(Duration::from_secs(2), || backend.active.load(Ordering::SeqCst) == 0));
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "took {took:?}"
+    );
+    assert!(wait_until(Duration::from_secs(2), || backend
+        .active
+        .load(Ordering::SeqCst)
+        == 0));
     assert_drained(&rt);
     assert_eq!(rt.counters().idle_timeouts, 1);
 }
@@ -183,7 +236,10 @@ fn no_server_left_means_the_client_is_closed() {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let end = read_to_close(&mut s);
-    assert!(matches!(&end, Err(e) if e.kind() == ErrorKind::ConnectionReset), "{end:?}");
+    assert!(
+        matches!(&end, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{end:?}"
+    );
     assert_drained(&rt);
     let c = rt.counters();
     assert_eq!((c.unserved, c.connect_failures), (1, 3), "{c:?}");

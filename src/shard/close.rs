@@ -58,7 +58,9 @@ impl Shard {
                 }
             }
             Op::Send => {
-                let bid = self.conns[slot].dirs[token.dir].buf;
+                let dir = &mut self.conns[slot].dirs[token.dir];
+                dir.sending = false;
+                let bid = dir.buf;
                 self.give_back_buffer(bid);
             }
             Op::SpliceIn if result > 0 => {
@@ -81,16 +83,17 @@ impl Shard {
     fn finish(&mut self, slot: usize) {
         let c = &mut self.conns[slot];
         let (client, server, reset) = (c.client, c.server, c.reset);
-        let mut pipes = Vec::new();
-        for d in c.dirs.iter_mut() {
-            if let Some(p) = d.pipe.take() {
-                pipes.push((p, d.pipe_bytes == 0));
+        for d in 0..2 {
+            let dir = &mut self.conns[slot].dirs[d];
+            dir.state = DirState::Done;
+            let queued = std::mem::take(&mut dir.queue);
+            if let Some(p) = dir.pipe.take() {
+                let empty = dir.pipe_bytes == 0;
+                self.pipes.release(p, empty);
             }
-            d.pipe_bytes = 0;
-            d.state = DirState::Done;
-        }
-        for (p, empty) in pipes {
-            self.pipes.release(p, empty);
+            for (bid, _) in queued {
+                self.give_back_buffer(bid);
+            }
         }
         for fd in [client, server] {
             if fd < 0 {

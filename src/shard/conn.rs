@@ -2,6 +2,7 @@
 //! direction. The transitions are driven from `connect.rs`, `forward.rs` and
 //! `close.rs`; `LIFECYCLE.md` beside this file draws them.
 
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
@@ -37,13 +38,15 @@ pub enum DirMode {
 pub enum DirState {
     /// Not started (connect in flight).
     Idle,
-    /// Waiting for bytes from the source: a receive, a readiness poll or a
-    /// splice into the pipe is in flight.
+    /// Moving bytes: in copy mode a multishot receive and at most one send
+    /// may be in flight; in splice modes a readiness poll or a splice into
+    /// the pipe is.
     Reading,
-    /// Bytes are on their way to the destination: a send, a writability poll
-    /// or a splice out of the pipe is in flight.
+    /// Splice modes: bytes sit in the pipe; a writability poll or a splice
+    /// out of the pipe is in flight.
     Writing,
-    /// A receive found the buffer ring empty; waiting for a buffer.
+    /// Copy mode: the receive ended on an empty buffer ring; waiting for a
+    /// buffer to come back.
     WaitBuffer,
     /// The source said FIN; `shutdown(SHUT_WR)` toward the destination is in
     /// flight.
@@ -56,10 +59,22 @@ pub enum DirState {
 pub struct Dir {
     pub state: DirState,
     pub mode: DirMode,
-    /// Copy mode: the buffer being sent, and how much of it is sent.
+    /// Copy mode: a multishot receive is in flight.
+    pub recv_armed: bool,
+    /// Copy mode: the multishot receive was cancelled to push back on a
+    /// source that outruns its sink.
+    pub recv_paused: bool,
+    /// Copy mode: a send is in flight for `buf`, `sent` of `len` bytes done.
+    pub sending: bool,
     pub buf: u16,
     pub sent: u32,
     pub len: u32,
+    /// Copy mode: received buffers waiting for the send in flight, in order.
+    pub queue: VecDeque<(u16, u32)>,
+    /// The source sent FIN; forward it once every byte before it is out.
+    pub fin: bool,
+    /// Auto mode: move to splice once the copy path is quiet.
+    pub to_splice: bool,
     /// Splice modes: the pipe lent to this direction and the bytes in it.
     pub pipe: Option<Pipe>,
     pub pipe_bytes: usize,
@@ -73,9 +88,15 @@ impl Dir {
         Dir {
             state: DirState::Idle,
             mode,
+            recv_armed: false,
+            recv_paused: false,
+            sending: false,
             buf: 0,
             sent: 0,
             len: 0,
+            queue: VecDeque::new(),
+            fin: false,
+            to_splice: false,
             pipe: None,
             pipe_bytes: 0,
             full_reads: 0,

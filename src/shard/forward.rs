@@ -1,9 +1,11 @@
 //! Moving bytes one direction of a pair, in one of three ways:
 //!
-//! - **copy**: a receive that lets the kernel pick a provided buffer, then a
-//!   send of exactly those bytes; the buffer returns to the ring once sent.
-//!   One operation in flight per direction, so a slow reader holds at most
-//!   one buffer and pushes back on its writer.
+//! - **copy**: a multishot receive that lets the kernel pick a provided
+//!   buffer for each chunk, and one send at a time of exactly those bytes,
+//!   in order; a buffer returns to the ring once sent. When
+//!   [`PAUSE_AFTER_QUEUED`] chunks wait behind a slow sink, the receive is
+//!   cancelled and re-armed once the queue has drained, so a slow reader
+//!   pushes back on its writer. An idle direction holds no buffer.
 //! - **splice** (polled): a readiness poll through the ring, then
 //!   non-blocking `splice(2)` socket → pipe → socket from the shard thread,
 //!   as HAProxy does with epoll. The pipe is lent only while bytes sit in it.
@@ -17,7 +19,7 @@
 //! every byte before it has been written.
 
 use io_uring::types::Fd;
-use io_uring::{cqueue, opcode, squeue};
+use io_uring::{cqueue, opcode};
 
 use super::buffers::GROUP;
 use super::conn::{ConnState, DirMode, DirState, DOWN, UP};
@@ -29,6 +31,9 @@ use crate::config::ForwardMode;
 /// Full-buffer receives in a row after which `auto` moves a direction to
 /// splice.
 pub const AUTO_SPLICE_AFTER: u8 = 4;
+
+/// Received buffers queued behind a send after which the receive is paused.
+pub const PAUSE_AFTER_QUEUED: usize = 2;
 
 enum Splice {
     Moved(usize),
@@ -86,26 +91,45 @@ impl Shard {
 
     fn arm_recv(&mut self, slot: usize, d: usize) {
         let c = &mut self.conns[slot];
-        c.dirs[d].state = DirState::Reading;
+        let dir = &mut c.dirs[d];
+        if dir.recv_armed {
+            return;
+        }
+        dir.state = DirState::Reading;
+        dir.recv_armed = true;
+        dir.recv_paused = false;
         c.inflight += 1;
-        let entry = opcode::Recv::new(
-            Fd(c.source(d)),
-            std::ptr::null_mut(),
-            self.buffers.buffer_size() as u32,
-        )
-        .buf_group(GROUP)
-        .build()
-        .flags(squeue::Flags::BUFFER_SELECT)
-        .user_data(self.token(Op::Recv, slot, d));
-        // SAFETY: no user pointer: the kernel picks a buffer from the shard's
+        let entry = opcode::RecvMulti::new(Fd(c.source(d)), GROUP)
+            .build()
+            .user_data(self.token(Op::Recv, slot, d));
+        // SAFETY: no user pointer: the kernel picks buffers from the shard's
         // registered ring, which outlives the ring's operations.
         unsafe { self.push(entry) };
     }
 
+    /// Cancels the direction's multishot receive (backpressure, or a move
+    /// to splice); its last completion arrives with -ECANCELED.
+    fn pause_recv(&mut self, slot: usize, d: usize) {
+        let c = &mut self.conns[slot];
+        if !c.dirs[d].recv_armed || c.dirs[d].recv_paused {
+            return;
+        }
+        c.dirs[d].recv_paused = true;
+        c.inflight += 1;
+        let target = self.token(Op::Recv, slot, d);
+        let entry = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(self.token(Op::Cancel, slot, d));
+        // SAFETY: no pointers.
+        unsafe { self.push(entry) };
+    }
+
     pub(super) fn on_recv(&mut self, slot: usize, d: usize, result: i32, flags: u32) {
+        let more = cqueue::more(flags);
         if result > 0 {
             let bid = cqueue::buffer_select(flags).expect("receive without a buffer");
             self.buffers.taken();
+            self.count_bytes(d, result as usize);
             let full = result as usize == self.buffers.buffer_size();
             let now = self.now;
             let c = &mut self.conns[slot];
@@ -117,22 +141,42 @@ impl Shard {
             } else {
                 0
             };
-            dir.buf = bid;
-            dir.sent = 0;
-            dir.len = result as u32;
-            dir.state = DirState::Writing;
-            self.count_bytes(d, result as usize);
-            self.submit_send(slot, d);
-        } else if result == 0 {
-            self.begin_shutdown(slot, d);
-        } else if result == -libc::ENOBUFS {
-            let c = &mut self.conns[slot];
-            c.dirs[d].state = DirState::WaitBuffer;
-            self.waiting_buffer
-                .push_back((slot as u32, c.generation, d));
-        } else {
-            self.abort(slot);
+            if self.forward == ForwardMode::Auto && dir.full_reads >= AUTO_SPLICE_AFTER {
+                dir.to_splice = true;
+            }
+            if dir.sending {
+                dir.queue.push_back((bid, result as u32));
+            } else {
+                dir.sending = true;
+                dir.buf = bid;
+                dir.sent = 0;
+                dir.len = result as u32;
+                self.submit_send(slot, d);
+            }
+            let dir = &self.conns[slot].dirs[d];
+            if more && (dir.queue.len() >= PAUSE_AFTER_QUEUED || dir.to_splice) {
+                self.pause_recv(slot, d);
+            }
         }
+        if more {
+            return;
+        }
+        let dir = &mut self.conns[slot].dirs[d];
+        dir.recv_armed = false;
+        match result {
+            0 => dir.fin = true,
+            r if r > 0 || r == -libc::ECANCELED => {}
+            r if r == -libc::ENOBUFS => {
+                dir.state = DirState::WaitBuffer;
+                let generation = self.conns[slot].generation;
+                self.waiting_buffer.push_back((slot as u32, generation, d));
+            }
+            _ => {
+                self.abort(slot);
+                return;
+            }
+        }
+        self.copy_settle(slot, d);
     }
 
     fn submit_send(&mut self, slot: usize, d: usize) {
@@ -157,6 +201,7 @@ impl Shard {
         let c = &mut self.conns[slot];
         let bid = c.dirs[d].buf;
         if result <= 0 {
+            c.dirs[d].sending = false;
             self.give_back_buffer(bid);
             self.abort(slot);
             return;
@@ -169,19 +214,47 @@ impl Shard {
             self.submit_send(slot, d);
             return;
         }
-        let bulk = dir.full_reads >= AUTO_SPLICE_AFTER;
+        dir.sending = false;
+        let next = dir.queue.pop_front();
         self.give_back_buffer(bid);
-        if bulk && self.forward == ForwardMode::Auto {
-            if let Some(pipe) = self.pipes.acquire() {
-                let dir = &mut self.conns[slot].dirs[d];
-                dir.mode = DirMode::Splice;
-                dir.pipe = Some(pipe);
-                self.pump(slot, d);
-                return;
-            }
-            self.conns[slot].dirs[d].full_reads = 0;
+        if let Some((bid, len)) = next {
+            let dir = &mut self.conns[slot].dirs[d];
+            dir.sending = true;
+            dir.buf = bid;
+            dir.sent = 0;
+            dir.len = len;
+            self.submit_send(slot, d);
+        } else {
+            self.copy_settle(slot, d);
         }
-        self.arm_recv(slot, d);
+    }
+
+    /// Decides what a copy direction does once nothing is left to send:
+    /// forward a FIN, keep (or start) receiving, or move to splice.
+    fn copy_settle(&mut self, slot: usize, d: usize) {
+        let dir = &mut self.conns[slot].dirs[d];
+        if dir.sending || !dir.queue.is_empty() || dir.recv_armed {
+            return;
+        }
+        if dir.fin {
+            self.begin_shutdown(slot, d);
+        } else if dir.state == DirState::WaitBuffer {
+            // `give_back_buffer` re-arms it.
+        } else if dir.to_splice {
+            dir.to_splice = false;
+            dir.full_reads = 0;
+            match self.pipes.acquire() {
+                Some(pipe) => {
+                    let dir = &mut self.conns[slot].dirs[d];
+                    dir.mode = DirMode::Splice;
+                    dir.pipe = Some(pipe);
+                    self.pump(slot, d);
+                }
+                None => self.arm_recv(slot, d),
+            }
+        } else {
+            self.arm_recv(slot, d);
+        }
     }
 
     /// Returns a buffer to the ring and hands the turn to a direction that

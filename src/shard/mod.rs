@@ -335,7 +335,10 @@ impl Shard {
             }
             return;
         }
-        conn.inflight -= 1;
+        // A multishot operation stays in flight until a completion without F_MORE.
+        if !cqueue::more(flags) {
+            conn.inflight -= 1;
+        }
         if conn.state == ConnState::Closing {
             self.drop_completion(slot, token, result, flags);
             self.maybe_finish(slot);

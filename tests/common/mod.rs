@@ -28,6 +28,13 @@ pub enum Behaviour {
     ReplyAfterFin,
     /// Resets the connection (SO_LINGER 0) after reading one byte.
     ResetAfterByte,
+    /// Writes this many bytes of `pattern(i)` as fast as it can, then FIN.
+    Blast(usize),
+}
+
+/// The byte at offset `i` of a `Blast` stream.
+pub fn pattern(i: usize) -> u8 {
+    (i % 253) as u8 ^ (i >> 16) as u8
 }
 
 /// A backend on 127.0.0.1 with a thread per connection.
@@ -115,6 +122,13 @@ fn serve(mut s: TcpStream, behaviour: Behaviour) -> std::io::Result<()> {
             s.write_all(&(all.len() as u64).to_le_bytes())?;
             s.write_all(&all)?;
             s.shutdown(Shutdown::Write)?;
+            Ok(())
+        }
+        Behaviour::Blast(n) => {
+            let data: Vec<u8> = (0..n).map(pattern).collect();
+            s.write_all(&data)?;
+            s.shutdown(Shutdown::Write)?;
+            while s.read(&mut buf)? > 0 {}
             Ok(())
         }
         Behaviour::ResetAfterByte => {
