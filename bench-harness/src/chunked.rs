@@ -20,13 +20,22 @@ pub enum ChunkedError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading hex digits of a chunk size; `digits` seen so far.
-    Size { value: u64, digits: u8 },
+    Size {
+        value: u64,
+        digits: u8,
+    },
     /// Skipping a chunk extension (after `;`) or whitespace up to CR.
-    Ext { value: u64 },
+    Ext {
+        value: u64,
+    },
     /// Expecting LF after the size line's CR.
-    SizeLf { value: u64 },
+    SizeLf {
+        value: u64,
+    },
     /// Inside chunk data, this many bytes left.
-    Data { left: u64 },
+    Data {
+        left: u64,
+    },
     DataCr,
     DataLf,
     /// At the start of a trailer line (or the final empty line).
@@ -156,7 +165,8 @@ impl ChunkedDecoder {
 mod tests {
     use super::*;
 
-    const BODY: &[u8] = b"4\r\nWiki\r\n5;name=v\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+    const BODY: &[u8] =
+        b"4\r\nWiki\r\n5;name=v\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
 
     fn decode_in_pieces(input: &[u8], piece: usize) -> (usize, u64) {
         let mut d = ChunkedDecoder::new();

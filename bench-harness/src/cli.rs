@@ -240,7 +240,10 @@ impl RunArgs {
             anyhow::bail!("--close applies to the http workload only");
         }
         if !self.method.chars().all(|c| c.is_ascii_uppercase()) || self.method.is_empty() {
-            anyhow::bail!("bad method {:?}: expected e.g. GET, POST, HEAD", self.method);
+            anyhow::bail!(
+                "bad method {:?}: expected e.g. GET, POST, HEAD",
+                self.method
+            );
         }
         let duration = match (self.duration, self.requests) {
             (None, None) => Some(Duration::from_secs(10)),
@@ -293,8 +296,23 @@ mod tests {
     #[test]
     fn wrk_style_command_line() {
         let cli = Cli::try_parse_from([
-            "ringlb-bench", "-t", "1", "-c", "64", "-d", "30s", "-R", "10k", "--latency", "-H",
-            "X-A: 1", "--timeout", "500ms", "--warmup", "2s", "http://127.0.0.1:8080/",
+            "ringlb-bench",
+            "-t",
+            "1",
+            "-c",
+            "64",
+            "-d",
+            "30s",
+            "-R",
+            "10k",
+            "--latency",
+            "-H",
+            "X-A: 1",
+            "--timeout",
+            "500ms",
+            "--warmup",
+            "2s",
+            "http://127.0.0.1:8080/",
         ])
         .unwrap();
         assert!(cli.command.is_none());
@@ -320,10 +338,17 @@ mod tests {
 
     #[test]
     fn subcommands() {
-        let cli = Cli::try_parse_from(["ringlb-bench", "plot", "a.json", "b.json", "-o", "x.svg"]).unwrap();
+        let cli = Cli::try_parse_from(["ringlb-bench", "plot", "a.json", "b.json", "-o", "x.svg"])
+            .unwrap();
         assert!(matches!(cli.command, Some(Command::Plot(ref p)) if p.inputs.len() == 2));
         let cli = Cli::try_parse_from([
-            "ringlb-bench", "serve", "http", "--listen", "127.0.0.1:0", "--stall-once-after", "100",
+            "ringlb-bench",
+            "serve",
+            "http",
+            "--listen",
+            "127.0.0.1:0",
+            "--stall-once-after",
+            "100",
         ])
         .unwrap();
         match cli.command {

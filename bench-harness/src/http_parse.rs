@@ -295,12 +295,12 @@ mod tests {
     fn until_close_and_truncation() {
         let mut p = ResponseParser::new(false);
         let r = b"HTTP/1.0 200 OK\r\n\r\nsome body";
-        assert_eq!(
-            p.feed(r).unwrap(),
-            Progress::Partial { consumed: r.len() }
-        );
+        assert_eq!(p.feed(r).unwrap(), Progress::Partial { consumed: r.len() });
         let info = p.finish_eof().unwrap();
-        assert_eq!((info.status, info.keep_alive, info.body_bytes), (200, false, 9));
+        assert_eq!(
+            (info.status, info.keep_alive, info.body_bytes),
+            (200, false, 9)
+        );
 
         let mut p = ResponseParser::new(false);
         p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
@@ -313,7 +313,10 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         let mut p = ResponseParser::new(false);
-        assert!(matches!(p.feed(b"SSH-2.0-OpenSSH\r\n\r\n"), Err(ParseError::Head(_))));
+        assert!(matches!(
+            p.feed(b"SSH-2.0-OpenSSH\r\n\r\n"),
+            Err(ParseError::Head(_))
+        ));
         let mut p = ResponseParser::new(false);
         assert_eq!(
             p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"),

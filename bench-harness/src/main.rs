@@ -37,10 +37,21 @@ fn run_load(args: &RunArgs) -> anyhow::Result<()> {
     write!(out, "{}", report::summary::render(&rep))?;
     if args.latency && cfg.workload.has_requests() {
         writeln!(out, "\n  Detailed Percentile spectrum:")?;
-        write!(out, "{}", report::spectrum::classic_text(&outcome.stats.latency))?;
+        write!(
+            out,
+            "{}",
+            report::spectrum::classic_text(&outcome.stats.latency)
+        )?;
         if args.u_latency && cfg.rate.is_some() {
-            writeln!(out, "\n  Uncorrected Latency (measured from the actual send):")?;
-            write!(out, "{}", report::spectrum::classic_text(&outcome.stats.uncorrected))?;
+            writeln!(
+                out,
+                "\n  Uncorrected Latency (measured from the actual send):"
+            )?;
+            write!(
+                out,
+                "{}",
+                report::spectrum::classic_text(&outcome.stats.uncorrected)
+            )?;
         }
     }
     if let Some(p) = &args.json {

@@ -247,13 +247,17 @@ where
                 .draw_series(DashedLineSeries::new(c.points.iter().copied(), 6, 4, style))
                 .map_err(err)?
                 .label(c.label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1))
+                });
         } else {
             chart
                 .draw_series(LineSeries::new(c.points.iter().copied(), style))
                 .map_err(err)?
                 .label(c.label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
         }
     }
     chart

@@ -31,7 +31,11 @@ fn serve(args: &[&str]) -> Served {
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line.trim().strip_prefix("listening on ").expect(&line).to_string();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect(&line)
+        .to_string();
     Served { child, addr }
 }
 
@@ -51,7 +55,11 @@ impl Served {
 
 fn load(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -64,20 +72,61 @@ fn counter(text: &str, name: &str) -> u64 {
 
 /// Every field the README documents, by JSON path.
 const FIELDS: &[&str] = &[
-    "tool", "version", "label", "target", "workload", "model", "rate", "threads", "connections",
-    "duration_s", "warmup_s", "requests", "issued", "in_flight_at_end", "requests_per_sec",
-    "bytes_read", "bytes_written", "transfer_bytes_per_sec", "gbit_per_sec", "errors.connect",
-    "errors.read", "errors.write", "errors.timeout", "errors.status", "errors.protocol",
-    "errors.total", "status.1xx", "status.2xx", "status.3xx", "status.4xx", "status.5xx",
-    "cpu.user_s", "cpu.sys_s", "cpu.us_per_request",
+    "tool",
+    "version",
+    "label",
+    "target",
+    "workload",
+    "model",
+    "rate",
+    "threads",
+    "connections",
+    "duration_s",
+    "warmup_s",
+    "requests",
+    "issued",
+    "in_flight_at_end",
+    "requests_per_sec",
+    "bytes_read",
+    "bytes_written",
+    "transfer_bytes_per_sec",
+    "gbit_per_sec",
+    "errors.connect",
+    "errors.read",
+    "errors.write",
+    "errors.timeout",
+    "errors.status",
+    "errors.protocol",
+    "errors.total",
+    "status.1xx",
+    "status.2xx",
+    "status.3xx",
+    "status.4xx",
+    "status.5xx",
+    "cpu.user_s",
+    "cpu.sys_s",
+    "cpu.us_per_request",
 ];
 const HIST_FIELDS: &[&str] = &[
-    "count", "min_us", "mean_us", "stdev_us", "max_us", "within_stdev_pct", "p50_us", "p75_us",
-    "p90_us", "p99_us", "p99_9_us", "p99_99_us", "spectrum",
+    "count",
+    "min_us",
+    "mean_us",
+    "stdev_us",
+    "max_us",
+    "within_stdev_pct",
+    "p50_us",
+    "p75_us",
+    "p90_us",
+    "p99_us",
+    "p99_9_us",
+    "p99_99_us",
+    "spectrum",
 ];
 
 fn get<'a>(v: &'a Value, path: &str) -> &'a Value {
-    path.split('.').fold(v, |v, k| v.get(k).unwrap_or_else(|| panic!("missing {path}")))
+    path.split('.').fold(v, |v, k| {
+        v.get(k).unwrap_or_else(|| panic!("missing {path}"))
+    })
 }
 
 #[test]
@@ -87,9 +136,24 @@ fn run_json_latency_and_server_counter() {
     let srv = serve(&["--body-size", "100"]);
     let url = format!("http://{}/hello", srv.addr);
     let text = load(&[
-        "-t", "2", "-c", "4", "-d", "1s", "-R", "3k", "--warmup", "300ms", "--latency", "--label",
-        "direct", "--json", json.to_str().unwrap(), "--hdr-log",
-        dir.join("run.hlog").to_str().unwrap(), &url,
+        "-t",
+        "2",
+        "-c",
+        "4",
+        "-d",
+        "1s",
+        "-R",
+        "3k",
+        "--warmup",
+        "300ms",
+        "--latency",
+        "--label",
+        "direct",
+        "--json",
+        json.to_str().unwrap(),
+        "--hdr-log",
+        dir.join("run.hlog").to_str().unwrap(),
+        &url,
     ]);
     let served = srv.stop();
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -109,27 +173,46 @@ fn run_json_latency_and_server_counter() {
     // end, or belonged to the warm-up).
     let answered = counter(&served, "requests");
     let in_flight = v["in_flight_at_end"].as_u64().unwrap();
-    assert!(answered >= requests + in_flight, "{answered} < {requests} + {in_flight}");
+    assert!(
+        answered >= requests + in_flight,
+        "{answered} < {requests} + {in_flight}"
+    );
     assert!(answered <= requests + in_flight + 1000, "{answered}");
     assert!(text.contains("Requests/sec:"));
 
     // The printed spectrum parses back into the JSON's percentiles.
-    let spec = text.split("Detailed Percentile spectrum:").nth(1).expect("spectrum printed");
+    let spec = text
+        .split("Detailed Percentile spectrum:")
+        .nth(1)
+        .expect("spectrum printed");
     let lines = ringlb_bench::report::spectrum::parse_classic(spec);
     assert!(lines.len() > 20);
     let lat = &v["latency"];
     assert_eq!(lines.last().unwrap().2, lat["count"].as_u64().unwrap());
     assert!((lines.last().unwrap().0 - lat["max_us"].as_f64().unwrap() / 1000.0).abs() < 1e-9);
-    for (q, key) in [(0.5, "p50_us"), (0.9, "p90_us"), (0.99, "p99_us"), (0.999, "p99_9_us")] {
+    for (q, key) in [
+        (0.5, "p50_us"),
+        (0.9, "p90_us"),
+        (0.99, "p99_us"),
+        (0.999, "p99_9_us"),
+    ] {
         let want = lat[key].as_f64().unwrap() / 1000.0;
         let at = lines.iter().find(|l| l.1 >= q).unwrap();
         let below = lines.iter().rev().find(|l| l.1 < q).unwrap();
-        assert!(below.0 <= want && want <= at.0, "{key}: {below:?} {want} {at:?}");
+        assert!(
+            below.0 <= want && want <= at.0,
+            "{key}: {below:?} {want} {at:?}"
+        );
     }
     let spec_json = lat["spectrum"].as_array().unwrap();
     assert_eq!(spec_json.len(), lines.len());
     let hlog = std::fs::read_to_string(dir.join("run.hlog")).unwrap();
-    assert!(hlog.lines().filter(|l| !l.starts_with('#') && l.contains(",HIST")).count() >= 1);
+    assert!(
+        hlog.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(",HIST"))
+            .count()
+            >= 1
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -141,7 +224,19 @@ fn plot_draws_one_curve_per_input() {
     let mut inputs = Vec::new();
     for (i, label) in ["direct", "haproxy", "ringlb"].iter().enumerate() {
         let p = dir.join(format!("{i}.json"));
-        load(&["-t", "1", "-c", "2", "-n", "3000", "--label", label, "--json", p.to_str().unwrap(), &url]);
+        load(&[
+            "-t",
+            "1",
+            "-c",
+            "2",
+            "-n",
+            "3000",
+            "--label",
+            label,
+            "--json",
+            p.to_str().unwrap(),
+            &url,
+        ]);
         inputs.push(p);
     }
     srv.stop();
@@ -157,7 +252,10 @@ fn plot_draws_one_curve_per_input() {
     let curves = doc
         .descendants()
         .filter(|n| n.has_tag_name("polyline"))
-        .filter(|n| n.attribute("points").is_some_and(|p| p.split_whitespace().count() > 5))
+        .filter(|n| {
+            n.attribute("points")
+                .is_some_and(|p| p.split_whitespace().count() > 5)
+        })
         .count();
     assert_eq!(curves, 3);
     let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
@@ -167,7 +265,11 @@ fn plot_draws_one_curve_per_input() {
 
     let png = dir.join("latency.png");
     args.pop();
-    args.extend([png.to_str().unwrap().into(), "--format".into(), "png".into()]);
+    args.extend([
+        png.to_str().unwrap().into(),
+        "--format".into(),
+        "png".into(),
+    ]);
     load(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
@@ -176,11 +278,20 @@ fn plot_draws_one_curve_per_input() {
 
 #[test]
 fn bad_input_is_named() {
-    let out = Command::new(BIN).args(["-d", "3s", "localhost:80/x"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["-d", "3s", "localhost:80/x"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("localhost:80/x") && err.contains("http://"), "{err}");
-    let out = Command::new(BIN).args(["-R", "lots", "http://127.0.0.1:1/"]).output().unwrap();
+    assert!(
+        err.contains("localhost:80/x") && err.contains("http://"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["-R", "lots", "http://127.0.0.1:1/"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"lots\""));
 }

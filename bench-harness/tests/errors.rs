@@ -42,7 +42,10 @@ fn refused_connections() {
 
 #[test]
 fn close_mid_response_is_a_read_error() {
-    let addr = misbehaving_server(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part", 20);
+    let addr = misbehaving_server(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part",
+        20,
+    );
     let mut cfg = http_run(addr, 1, 2);
     cfg.requests = Some(20);
     let out = run(&cfg);
@@ -61,7 +64,10 @@ fn garbage_is_a_protocol_error() {
 
 #[test]
 fn slow_responses_time_out() {
-    let mut sc = serve_cfg(Mode::Http { status: 200, body_size: 1 });
+    let mut sc = serve_cfg(Mode::Http {
+        status: 200,
+        body_size: 1,
+    });
     sc.delay = Duration::from_millis(1500);
     let srv = start(sc);
     let mut cfg = http_run(srv.local_addr(), 1, 3);
@@ -77,7 +83,10 @@ fn slow_responses_time_out() {
 
 #[test]
 fn server_errors_count_as_status_errors() {
-    let srv = start(serve_cfg(Mode::Http { status: 503, body_size: 10 }));
+    let srv = start(serve_cfg(Mode::Http {
+        status: 503,
+        body_size: 10,
+    }));
     let mut cfg = http_run(srv.local_addr(), 1, 2);
     cfg.requests = Some(100);
     let s = run(&cfg).stats;

@@ -27,7 +27,10 @@ fn rate_2000_for_3s_sends_6000() {
 
 #[test]
 fn stall_shows_in_corrected_not_uncorrected() {
-    let mut sc = serve_cfg(Mode::Http { status: 200, body_size: 16 });
+    let mut sc = serve_cfg(Mode::Http {
+        status: 200,
+        body_size: 16,
+    });
     sc.stall_once_after = Some(2000);
     sc.stall = Duration::from_millis(200);
     let srv = start(sc);

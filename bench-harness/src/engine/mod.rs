@@ -166,9 +166,9 @@ pub fn run(
     let mut first_conn = 0;
     for t in 0..cfg.threads {
         let conns = cfg.connections / cfg.threads + usize::from(t < cfg.connections % cfg.threads);
-        let budget = cfg.requests.map(|n| {
-            n / cfg.threads as u64 + u64::from((t as u64) < n % cfg.threads as u64)
-        });
+        let budget = cfg
+            .requests
+            .map(|n| n / cfg.threads as u64 + u64::from((t as u64) < n % cfg.threads as u64));
         let spec = WorkerSpec {
             index: t,
             first_conn,
@@ -176,7 +176,11 @@ pub fn run(
             budget,
         };
         first_conn += conns;
-        let cpu = cfg.cpus.as_ref().filter(|c| !c.is_empty()).map(|c| c[t % c.len()]);
+        let cpu = cfg
+            .cpus
+            .as_ref()
+            .filter(|c| !c.is_empty())
+            .map(|c| c[t % c.len()]);
         let sh = shared.clone();
         let tx = tx.clone();
         let h = std::thread::Builder::new()

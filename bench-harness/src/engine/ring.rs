@@ -60,7 +60,9 @@ impl Ring {
                 Err(e) => return Err(explain(e)),
             }
         }
-        Err(explain(last.unwrap_or_else(|| io::Error::other("io_uring setup failed"))))
+        Err(explain(last.unwrap_or_else(|| {
+            io::Error::other("io_uring setup failed")
+        })))
     }
 
     /// Queues one entry, submitting first if the submission queue is full.
@@ -92,14 +94,13 @@ impl Ring {
     }
 
     /// Submits queued entries and waits for at least one completion.
+    /// An interrupted wait (EINTR) or a full completion queue (EBUSY)
+    /// returns normally: the caller drains completions and calls again.
     pub fn submit_and_wait(&mut self) -> io::Result<()> {
-        loop {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
-                Err(e) => return Err(e),
-            }
+        match self.ring.submit_and_wait(1) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

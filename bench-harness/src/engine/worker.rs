@@ -39,7 +39,11 @@ fn ud(slot: usize, gen: u32, op: u8) -> u64 {
 
 #[inline]
 fn decode(ud: u64) -> (usize, u32, u8) {
-    ((ud >> 32) as usize, ((ud >> 8) & 0x00ff_ffff) as u32, ud as u8)
+    (
+        (ud >> 32) as usize,
+        ((ud >> 8) & 0x00ff_ffff) as u32,
+        ud as u8,
+    )
 }
 
 /// Read-only settings shared by all threads of a run.
@@ -413,8 +417,8 @@ impl Worker {
             let _ = sock.set_tcp_nodelay(true);
         }
         let fd = Fd(std::os::fd::AsRawFd::as_raw_fd(&sock));
-        let e = opcode::Connect::new(fd, addr.as_ptr() as *const libc::sockaddr, addr.len())
-            .build();
+        let e =
+            opcode::Connect::new(fd, addr.as_ptr() as *const libc::sockaddr, addr.len()).build();
         let timeout = self.sh.timeout_ns;
         let c = &mut self.conns[i];
         c.sock = Some(sock);
@@ -507,7 +511,8 @@ impl Worker {
             self.finish(i);
             return Ok(());
         }
-        let upload = matches!(&self.sh.workload, Workload::Stream(s) if s.direction == Direction::Upload);
+        let upload =
+            matches!(&self.sh.workload, Workload::Stream(s) if s.direction == Direction::Upload);
         let e = if upload {
             self.send_entry(i, 0)
         } else {
@@ -700,7 +705,11 @@ mod tests {
 
     #[test]
     fn user_data_round_trips() {
-        for (slot, gen, op) in [(0, 0, OP_SEND), (70_000, 0x00ff_ffff, OP_TIMER), (5, 77, OP_RECV)] {
+        for (slot, gen, op) in [
+            (0, 0, OP_SEND),
+            (70_000, 0x00ff_ffff, OP_TIMER),
+            (5, 77, OP_RECV),
+        ] {
             assert_eq!(decode(ud(slot, gen, op)), (slot, gen, op));
         }
         assert_ne!(ud(u32::MAX as usize, 0x00ff_ffff, 0xff), 0);

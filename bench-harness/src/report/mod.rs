@@ -55,7 +55,13 @@ impl HistSummary {
                 .sum();
             100.0 * n as f64 / h.len() as f64
         };
-        let q = |p| if h.is_empty() { 0 } else { h.value_at_quantile(p) };
+        let q = |p| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(p)
+            }
+        };
         HistSummary {
             count: h.len(),
             min_us: if h.is_empty() { 0 } else { h.min() },

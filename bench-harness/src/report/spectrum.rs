@@ -65,7 +65,10 @@ pub fn classic_text(h: &Histogram<u64>) -> String {
             let _ = writeln!(s, "{:12.3} {:2.12} {:10}", v, p.percentile, p.total_count);
         }
     }
-    let sub_buckets = (2.0 * 10f64.powi(crate::stats::SIGFIG as i32)).log2().ceil().exp2() as u64;
+    let sub_buckets = (2.0 * 10f64.powi(crate::stats::SIGFIG as i32))
+        .log2()
+        .ceil()
+        .exp2() as u64;
     let _ = writeln!(
         s,
         "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
@@ -122,7 +125,10 @@ mod tests {
             let want = h.value_at_quantile(q) as f64 / 1000.0;
             let above = lines.iter().find(|l| l.1 >= q).unwrap();
             let below = lines.iter().rev().find(|l| l.1 < q).unwrap();
-            assert!(below.0 <= want && want <= above.0, "q {q}: {below:?} {want} {above:?}");
+            assert!(
+                below.0 <= want && want <= above.0,
+                "q {q}: {below:?} {want} {above:?}"
+            );
         }
         assert!(text.contains("#[Mean    ="));
         assert!(text.contains("SubBuckets     =         2048"));

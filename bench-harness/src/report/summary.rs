@@ -59,7 +59,11 @@ pub fn render(r: &Report) -> String {
         "Running {:.2}s test @ {} ({}, {})",
         r.duration_s, r.target, r.workload, model
     );
-    let _ = writeln!(s, "  {} threads and {} connections", r.threads, r.connections);
+    let _ = writeln!(
+        s,
+        "  {} threads and {} connections",
+        r.threads, r.connections
+    );
     let stream = r.workload == "tcp-stream";
     if !stream {
         let l = &r.latency;
@@ -90,7 +94,12 @@ pub fn render(r: &Report) -> String {
                     fmt_us(u[k] as f64)
                 );
             } else {
-                let _ = writeln!(s, "  {:>7}  {:>10}", pct_label(PERCENTILES[k]), fmt_us(c[k] as f64));
+                let _ = writeln!(
+                    s,
+                    "  {:>7}  {:>10}",
+                    pct_label(PERCENTILES[k]),
+                    fmt_us(c[k] as f64)
+                );
             }
         }
         if open {
@@ -114,7 +123,11 @@ pub fn render(r: &Report) -> String {
             fmt_bytes(r.bytes_read as f64)
         );
         if r.in_flight_at_end > 0 {
-            let _ = writeln!(s, "  {} requests still in flight at the end", r.in_flight_at_end);
+            let _ = writeln!(
+                s,
+                "  {} requests still in flight at the end",
+                r.in_flight_at_end
+            );
         }
     } else {
         dist_line(&mut s, "Connect", &r.connect);
@@ -138,7 +151,11 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(s, "Throughput: {:.2} Gbit/s", r.gbit_per_sec);
     } else {
         let _ = writeln!(s, "Requests/sec: {:>10.2}", r.requests_per_sec);
-        let _ = writeln!(s, "Transfer/sec: {:>10}", fmt_bytes(r.transfer_bytes_per_sec));
+        let _ = writeln!(
+            s,
+            "Transfer/sec: {:>10}",
+            fmt_bytes(r.transfer_bytes_per_sec)
+        );
     }
     let _ = writeln!(
         s,

@@ -44,8 +44,9 @@ impl Responses {
             head_keep: head(false),
             head_close: head(true),
             body,
-            bad_request: b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                .to_vec(),
+            bad_request:
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
         }
     }
 }
@@ -74,7 +75,12 @@ pub struct Processed {
 }
 
 /// Handles every complete request in `buf`, appending responses to `out`.
-pub fn process(buf: &[u8], st: &mut RequestState, resp: &Responses, out: &mut Vec<u8>) -> Processed {
+pub fn process(
+    buf: &[u8],
+    st: &mut RequestState,
+    resp: &Responses,
+    out: &mut Vec<u8>,
+) -> Processed {
     let mut pos = 0;
     let mut requests = 0;
     loop {
@@ -94,12 +100,20 @@ pub fn process(buf: &[u8], st: &mut RequestState, resp: &Responses, out: &mut Ve
                     }
                     Err(_) => {
                         out.extend_from_slice(&resp.bad_request);
-                        return Processed { consumed: buf.len(), requests, close: true };
+                        return Processed {
+                            consumed: buf.len(),
+                            requests,
+                            close: true,
+                        };
                     }
                 },
             };
             if !done {
-                return Processed { consumed: pos, requests, close: false };
+                return Processed {
+                    consumed: pos,
+                    requests,
+                    close: false,
+                };
             }
             st.skip = None;
         }
@@ -107,11 +121,19 @@ pub fn process(buf: &[u8], st: &mut RequestState, resp: &Responses, out: &mut Ve
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[pos..]) {
             Ok(httparse::Status::Partial) => {
-                return Processed { consumed: pos, requests, close: false }
+                return Processed {
+                    consumed: pos,
+                    requests,
+                    close: false,
+                }
             }
             Err(_) => {
                 out.extend_from_slice(&resp.bad_request);
-                return Processed { consumed: buf.len(), requests, close: true };
+                return Processed {
+                    consumed: buf.len(),
+                    requests,
+                    close: true,
+                };
             }
             Ok(httparse::Status::Complete(n)) => {
                 pos += n;
@@ -131,7 +153,10 @@ pub fn process(buf: &[u8], st: &mut RequestState, resp: &Responses, out: &mut Ve
                             }
                         }
                     } else if h.name.eq_ignore_ascii_case("content-length") {
-                        match std::str::from_utf8(h.value).ok().and_then(|s| s.trim().parse().ok()) {
+                        match std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|s| s.trim().parse().ok())
+                        {
                             Some(v) => len = Some(v),
                             None => bad = true,
                         }
@@ -143,20 +168,32 @@ pub fn process(buf: &[u8], st: &mut RequestState, resp: &Responses, out: &mut Ve
                 }
                 if bad {
                     out.extend_from_slice(&resp.bad_request);
-                    return Processed { consumed: buf.len(), requests, close: true };
+                    return Processed {
+                        consumed: buf.len(),
+                        requests,
+                        close: true,
+                    };
                 }
                 if chunked {
                     st.skip = Some(Skip::Chunked(ChunkedDecoder::new()));
                 } else if let Some(l) = len.filter(|&l| l > 0) {
                     st.skip = Some(Skip::Len(l));
                 }
-                out.extend_from_slice(if close { &resp.head_close } else { &resp.head_keep });
+                out.extend_from_slice(if close {
+                    &resp.head_close
+                } else {
+                    &resp.head_keep
+                });
                 if req.method != Some("HEAD") {
                     out.extend_from_slice(&resp.body);
                 }
                 requests += 1;
                 if close {
-                    return Processed { consumed: buf.len(), requests, close: true };
+                    return Processed {
+                        consumed: buf.len(),
+                        requests,
+                        close: true,
+                    };
                 }
             }
         }
@@ -184,7 +221,10 @@ mod tests {
         for _ in 0..3 {
             match parser.feed(&out[at..]).unwrap() {
                 Progress::Complete { consumed, info } => {
-                    assert_eq!((info.status, info.body_bytes, info.keep_alive), (200, 3, true));
+                    assert_eq!(
+                        (info.status, info.body_bytes, info.keep_alive),
+                        (200, 3, true)
+                    );
                     at += consumed;
                 }
                 p => panic!("{p:?}"),
@@ -198,9 +238,19 @@ mod tests {
         let r = Responses::new(503, 0);
         let mut st = RequestState::default();
         let mut out = Vec::new();
-        let p = process(b"POST / HTTP/1.1\r\nContent-Length: 6\r\n\r\nab", &mut st, &r, &mut out);
+        let p = process(
+            b"POST / HTTP/1.1\r\nContent-Length: 6\r\n\r\nab",
+            &mut st,
+            &r,
+            &mut out,
+        );
         assert_eq!((p.requests, p.close), (1, false));
-        let p = process(b"cdefGET / HTTP/1.1\r\nConnection: close\r\n\r\n", &mut st, &r, &mut out);
+        let p = process(
+            b"cdefGET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            &mut st,
+            &r,
+            &mut out,
+        );
         assert_eq!((p.requests, p.close), (1, true));
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches("HTTP/1.1 503").count(), 2);
@@ -211,7 +261,12 @@ mod tests {
     fn garbage_gets_400_and_close() {
         let r = Responses::new(200, 1);
         let mut out = Vec::new();
-        let p = process(b"\x16\x03\x01 hello\r\n\r\n", &mut RequestState::default(), &r, &mut out);
+        let p = process(
+            b"\x16\x03\x01 hello\r\n\r\n",
+            &mut RequestState::default(),
+            &r,
+            &mut out,
+        );
         assert!(p.close);
         assert!(out.starts_with(b"HTTP/1.1 400"));
     }

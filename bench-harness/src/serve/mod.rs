@@ -139,7 +139,11 @@ impl ServerHandle {
             match t.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => err = err.or(Some(ServeError::Io(e))),
-                Err(_) => err = err.or(Some(ServeError::Io(std::io::Error::other("server thread panicked")))),
+                Err(_) => {
+                    err = err.or(Some(ServeError::Io(std::io::Error::other(
+                        "server thread panicked",
+                    ))))
+                }
             }
         }
         match err {
@@ -156,15 +160,21 @@ pub fn start(cfg: ServeConfig, stop: Option<Arc<AtomicBool>>) -> Result<ServerHa
     }
     if let Mode::Http { status, .. } = cfg.mode {
         if !(100..=999).contains(&status) {
-            return Err(ServeError::Config(format!("bad status {status}: expected 100..999")));
+            return Err(ServeError::Config(format!(
+                "bad status {status}: expected 100..999"
+            )));
         }
     }
     let listen_err = |source| ServeError::Listen {
         addr: cfg.listen,
         source,
     };
-    let sock = Socket::new(Domain::for_address(cfg.listen), Type::STREAM, Some(Protocol::TCP))
-        .map_err(listen_err)?;
+    let sock = Socket::new(
+        Domain::for_address(cfg.listen),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(listen_err)?;
     sock.set_reuse_address(true).map_err(listen_err)?;
     sock.bind(&SockAddr::from(cfg.listen)).map_err(listen_err)?;
     sock.listen(4096).map_err(listen_err)?;

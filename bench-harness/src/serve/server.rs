@@ -33,7 +33,11 @@ fn ud(slot: usize, gen: u32, op: u8) -> u64 {
 }
 
 fn decode(ud: u64) -> (usize, u32, u8) {
-    ((ud >> 32) as usize, ((ud >> 8) & 0x00ff_ffff) as u32, ud as u8)
+    (
+        (ud >> 32) as usize,
+        ((ud >> 8) & 0x00ff_ffff) as u32,
+        ud as u8,
+    )
 }
 
 struct SConn {
@@ -279,7 +283,10 @@ impl Server {
             return self.close(slot);
         }
         let n = res as usize;
-        self.sh.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.sh
+            .counters
+            .bytes_in
+            .fetch_add(n as u64, Ordering::Relaxed);
         match self.sh.cfg.mode {
             Mode::Sink | Mode::Source { .. } => self.push_recv(slot),
             Mode::Echo => {
@@ -358,7 +365,10 @@ impl Server {
             return self.close(slot);
         }
         let n = res as usize;
-        self.sh.counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        self.sh
+            .counters
+            .bytes_out
+            .fetch_add(n as u64, Ordering::Relaxed);
         if matches!(self.sh.cfg.mode, Mode::Source { .. }) {
             return self.push_source(slot);
         }

@@ -26,7 +26,10 @@ pub fn start(cfg: ServeConfig) -> ServerHandle {
 }
 
 pub fn http_server() -> ServerHandle {
-    start(serve_cfg(Mode::Http { status: 200, body_size: 32 }))
+    start(serve_cfg(Mode::Http {
+        status: 200,
+        body_size: 32,
+    }))
 }
 
 /// A closed-loop HTTP run of `requests` requests.
