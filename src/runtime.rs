@@ -203,8 +203,11 @@ impl Runtime {
     }
 
     /// Stops accepting, lets open pairs finish for up to `grace`, and waits
-    /// for every shard thread to end.
+    /// for every shard thread to end. Counters stay readable.
     pub fn stop(&mut self, grace: Duration) {
+        if self.threads.is_empty() {
+            return;
+        }
         for link in &self.links {
             while !link.send(Command::Stop { grace }) {
                 std::thread::sleep(Duration::from_millis(1));
@@ -213,10 +216,10 @@ impl Runtime {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        for link in &self.links {
+        for link in &mut self.links {
             close_fd(link.wake);
+            link.wake = -1;
         }
-        self.links.clear();
     }
 }
 
