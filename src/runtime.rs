@@ -3,6 +3,7 @@
 //! links to them (command queues, counters).
 
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -64,41 +65,56 @@ impl Runtime {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
         let shards = config.runtime.shards.max(1);
         let pools = Pools::from_config(config);
-        let mut groups = Vec::new();
+        // per_shard[i]: shard i's listening fd for each listener, with its pool.
+        let mut per_shard: Vec<Vec<(RawFd, usize)>> = vec![Vec::new(); shards];
         let mut listeners = Vec::new();
+        let close_all = |per_shard: &[Vec<(RawFd, usize)>]| {
+            per_shard.iter().flatten().for_each(|&(fd, _)| close_fd(fd));
+        };
         for l in &config.listeners {
-            let (fds, addr) =
-                bind_reuseport_group(l.bind, shards).map_err(|source| StartError::Bind {
+            let (fds, addr) = bind_reuseport_group(l.bind, shards).map_err(|source| {
+                close_all(&per_shard);
+                StartError::Bind {
                     name: l.name.clone(),
                     addr: l.bind,
                     source,
-                })?;
-            groups.push(fds);
+                }
+            })?;
+            for (shard, fd) in per_shard.iter_mut().zip(fds) {
+                shard.push((fd, l.pool));
+            }
             listeners.push(BoundListener {
                 name: l.name.clone(),
                 addr,
             });
         }
         let cpus = pick_cpus(&config.runtime.cpus, shards);
-        let mut links = Vec::new();
-        let mut threads = Vec::new();
         let (ready_tx, ready_rx) = mpsc::channel();
-        for id in 0..shards {
+        // Built up as shards start, so that an error stops those already
+        // running (Drop) and closes the listening fds not yet handed over.
+        let mut runtime = Runtime {
+            links: Vec::new(),
+            threads: Vec::new(),
+            listeners,
+            pools: pools.clone(),
+            ring_flags: RingFlags::Plain,
+        };
+        let mut per_shard = per_shard.into_iter();
+        for (id, cpu) in cpus.into_iter().enumerate() {
+            let shard_listeners = per_shard.next().unwrap_or_default();
             // SAFETY: eventfd(2) with valid flags; the result is checked.
             let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
             if wake < 0 {
-                return Err(StartError::EventFd(std::io::Error::last_os_error()));
+                let err = std::io::Error::last_os_error();
+                close_all(&[shard_listeners]);
+                close_all(&per_shard.collect::<Vec<_>>());
+                return Err(StartError::EventFd(err));
             }
             let commands = Arc::new(ArrayQueue::new(64));
             let stats = Arc::new(ShardStats::default());
             let spec = ShardSpec {
                 id,
-                listeners: config
-                    .listeners
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| (groups[i][id], l.pool))
-                    .collect(),
+                listeners: shard_listeners,
                 pools: pools.clone(),
                 timeouts: config.timeouts,
                 forward: config.runtime.forward,
@@ -109,12 +125,11 @@ impl Runtime {
                 wake,
                 stats: stats.clone(),
             };
-            links.push(ShardLink {
+            runtime.links.push(ShardLink {
                 commands,
                 wake,
                 stats,
             });
-            let cpu = cpus.get(id).copied().flatten();
             let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ringlb-shard-{id}"))
@@ -134,29 +149,19 @@ impl Runtime {
                         }
                     }
                 })
-                .map_err(StartError::Thread)?;
-            threads.push(thread);
+                .map_err(|e| {
+                    close_all(&per_shard.clone().collect::<Vec<_>>());
+                    StartError::Thread(e)
+                })?;
+            runtime.threads.push(thread);
         }
         drop(ready_tx);
         let mut ring_flags = RingFlags::Plain;
-        let mut runtime = Runtime {
-            links,
-            threads,
-            listeners,
-            pools,
-            ring_flags,
-        };
         for id in 0..shards {
             match ready_rx.recv() {
                 Ok(Ok(flags)) => ring_flags = flags,
-                Ok(Err(e)) => {
-                    runtime.stop(Duration::ZERO);
-                    return Err(e);
-                }
-                Err(_) => {
-                    runtime.stop(Duration::ZERO);
-                    return Err(StartError::ShardDied(id));
-                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(StartError::ShardDied(id)),
             }
         }
         runtime.ring_flags = ring_flags;

@@ -130,9 +130,11 @@ impl Shard {
     /// Builds the shard's ring and buffers; call on the shard's own thread
     /// (the ring is single-issuer).
     pub fn new(spec: ShardSpec) -> Result<(Shard, RingFlags), crate::runtime::StartError> {
-        let (ring, flags) = ring::build()?;
+        let close_listeners = || spec.listeners.iter().for_each(|&(fd, _)| close_fd(fd));
+        let (ring, flags) = ring::build().inspect_err(|_| close_listeners())?;
         let buffers = BufferRing::register(&ring, spec.buffers, spec.buffer_size)
-            .map_err(crate::runtime::StartError::Buffers)?;
+            .map_err(crate::runtime::StartError::Buffers)
+            .inspect_err(|_| close_listeners())?;
         let min_idle = spec.timeouts.client_idle.min(spec.timeouts.server_idle);
         let tick_every =
             (min_idle / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));

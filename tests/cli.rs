@@ -1,0 +1,167 @@
+//! The `ringlb` binary end to end: quick mode forwards and stops cleanly on
+//! SIGTERM; a process denied io_uring gets a clear error, not a panic.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Backend, Behaviour};
+
+fn ringlb() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ringlb"))
+}
+
+#[test]
+fn quick_mode_forwards_and_stops_on_sigterm() {
+    let a = Backend::start(Behaviour::Echo);
+    let b = Backend::start(Behaviour::Echo);
+    let mut child = ringlb()
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--balance",
+            "leastconn",
+            "--shards",
+            "2",
+        ])
+        .args([
+            "--backend",
+            &a.addr.to_string(),
+            "--backend",
+            &format!("{}=3", b.addr),
+        ])
+        .args(["--forward", "copy", "--grace", "1"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("listener quick on 127.0.0.1:"), "{line}");
+    assert!(line.contains("2 shard(s), forward copy"), "{line}");
+    let addr = line
+        .split(" on ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    for i in 0..8u8 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&[i; 100]).unwrap();
+        let mut back = [0u8; 100];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, [i; 100]);
+    }
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "{status:?}: {rest}");
+    assert!(
+        rest.contains("stopped: 8 connections accepted, 0 unserved"),
+        "{rest}"
+    );
+}
+
+#[test]
+fn bad_quick_mode_arguments_are_named() {
+    let out = ringlb()
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "127.0.0.1:9=999",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("key `--backend`") && err.contains("weight must be from 0 to 256"),
+        "{err}"
+    );
+}
+
+/// Installs a seccomp filter that fails io_uring_setup(2) with EPERM, as a
+/// container runtime's default profile does.
+fn deny_io_uring(cmd: &mut Command) {
+    const IO_URING_SETUP: u32 = 425;
+    let filter = [
+        // load the syscall number
+        libc::sock_filter {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        // if io_uring_setup: next, else skip one
+        libc::sock_filter {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: IO_URING_SETUP,
+        },
+        // return ERRNO(EPERM)
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x0005_0000 | libc::EPERM as u32,
+        },
+        // return ALLOW
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x7fff_0000,
+        },
+    ];
+    // SAFETY: runs in the forked child before exec; only async-signal-safe
+    // prctl calls on memory (`filter`) that the child's copy of this frame owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const _,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn io_uring_denied_exits_1_naming_the_cause() {
+    let mut cmd = ringlb();
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:9"]);
+    deny_io_uring(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("io_uring is not permitted"), "{err}");
+    assert!(
+        err.contains("kernel.io_uring_disabled") && err.contains("seccomp"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
