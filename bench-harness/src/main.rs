@@ -20,6 +20,9 @@ static GLOBAL: MiMalloc = MiMalloc;
 fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, flag.clone())
+            .context("cannot install signal handler")?;
         signal_hook::flag::register(sig, flag.clone()).context("cannot install signal handler")?;
     }
     Ok(flag)

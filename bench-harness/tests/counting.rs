@@ -64,3 +64,37 @@ fn echo_messages_are_counted_and_checked() {
     let served = srv.stop().unwrap();
     assert_eq!(served.bytes_in, 999 * 3000);
 }
+
+#[test]
+fn streams_move_bytes_both_ways() {
+    use ringlb_bench::workload::{Direction, StreamWorkload};
+    for (mode, direction) in [
+        (Mode::Sink, Direction::Upload),
+        (Mode::Source { chunk: 65536 }, Direction::Download),
+    ] {
+        let srv = start(serve_cfg(mode));
+        let addr = srv.local_addr();
+        let mut cfg = http_run(addr, 1, 2);
+        cfg.target = Target::parse_tcp(&addr.to_string()).unwrap();
+        cfg.workload = Workload::Stream(StreamWorkload {
+            direction,
+            chunk: 65536,
+        });
+        cfg.duration = Some(Duration::from_millis(400));
+        let s = run(&cfg).stats;
+        let served = srv.stop().unwrap();
+        assert_eq!(s.errors.total(), 0, "{direction:?}: {:?}", s.errors);
+        assert_eq!(s.connect.len(), 2);
+        match direction {
+            Direction::Upload => {
+                assert!(s.bytes_written > 10_000_000, "{}", s.bytes_written);
+                assert!(served.bytes_in >= s.bytes_written);
+                assert_eq!(s.bytes_read, 0);
+            }
+            Direction::Download => {
+                assert!(s.bytes_read > 10_000_000, "{}", s.bytes_read);
+                assert!(served.bytes_out >= s.bytes_read);
+            }
+        }
+    }
+}

@@ -212,7 +212,7 @@ impl Server {
             let _ = sock.set_tcp_nodelay(true);
             self.sh.counters.connections.fetch_add(1, Ordering::Relaxed);
             let buf_size = match self.sh.cfg.mode {
-                Mode::Sink => 64 * 1024,
+                Mode::Sink => 128 * 1024,
                 Mode::Source { .. } => 1,
                 _ => 16 * 1024,
             };
