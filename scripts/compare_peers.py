@@ -158,8 +158,8 @@ stream {{
         kids = children(master.pid)
         return kids[0] if kids else master.pid
 
-    def start_ringlb(self, forward):
-        http, bulk = PORTS["ringlb"]
+    def start_ringlb(self, forward, ports):
+        http, bulk = ports
         servers = ", ".join(f'{{ name = "b{p}", addr = "127.0.0.1:{p}" }}' for p in BACKENDS)
         conf = self.write("ringlb.toml", f"""
 [runtime]
@@ -279,17 +279,22 @@ def idle_rss(pid, port, conns):
 def run_balancer(lab, name, pid, args):
     http, bulk = PORTS.get(name, (BACKENDS[0], IPERF_PORT))
     time.sleep(0.5)
-    r = {}
-    wrk(http, 2, False)  # warm-up
-    ka = measured(pid, args.duration, lambda: wrk(http, args.duration, False))
-    r["ka"] = ka
-    cl = measured(pid, args.duration, lambda: wrk(http, args.duration, True))
-    r["close"] = cl
-    t0 = cpu_seconds(pid) if pid else 0
-    b = iperf(bulk, args.bulk_seconds)
-    b["cpu_s_per_gb"] = ((cpu_seconds(pid) - t0) / (b["bytes"] / 1e9)) if pid else None
-    r["bulk"] = b
-    r["idle_b_per_conn"] = idle_rss(pid, http, args.idle_conns) if pid else None
+    tests = args.tests.split(",")
+    none = {"rps": None, "requests": 1, "p50_us": None, "p99_us": None, "errors": "", "cpu_s": None, "syscalls": None}
+    r = {"ka": dict(none), "close": dict(none), "bulk": {"gbps": None, "cpu_s_per_gb": None}, "idle_b_per_conn": None}
+    if "ka" in tests or "close" in tests:
+        wrk(http, 2, False)  # warm-up
+    if "ka" in tests:
+        r["ka"] = measured(pid, args.duration, lambda: wrk(http, args.duration, False))
+    if "close" in tests:
+        r["close"] = measured(pid, args.duration, lambda: wrk(http, args.duration, True))
+    if "bulk" in tests:
+        t0 = cpu_seconds(pid) if pid else 0
+        b = iperf(bulk, args.bulk_seconds)
+        b["cpu_s_per_gb"] = ((cpu_seconds(pid) - t0) / (b["bytes"] / 1e9)) if pid else None
+        r["bulk"] = b
+    if "idle" in tests and pid:
+        r["idle_b_per_conn"] = idle_rss(pid, http, args.idle_conns)
     return r
 
 
@@ -301,11 +306,11 @@ def summarize(name, rounds):
         "ka_rps": med(lambda r: r["ka"]["rps"]),
         "ka_p50": med(lambda r: r["ka"]["p50_us"]),
         "ka_p99": med(lambda r: r["ka"]["p99_us"]),
-        "ka_cpu_us": med(lambda r: r["ka"]["cpu_s"] / r["ka"]["requests"] * 1e6 if r["ka"]["cpu_s"] else None),
+        "ka_cpu_us": med(lambda r: r["ka"]["cpu_s"] / r["ka"]["requests"] * 1e6 if r["ka"]["cpu_s"] is not None else None),
         "ka_sys": med(lambda r: r["ka"]["syscalls"] / r["ka"]["requests"] if r["ka"]["syscalls"] is not None else None),
         "cl_rps": med(lambda r: r["close"]["rps"]),
         "cl_p99": med(lambda r: r["close"]["p99_us"]),
-        "cl_cpu_us": med(lambda r: r["close"]["cpu_s"] / r["close"]["requests"] * 1e6 if r["close"]["cpu_s"] else None),
+        "cl_cpu_us": med(lambda r: r["close"]["cpu_s"] / r["close"]["requests"] * 1e6 if r["close"]["cpu_s"] is not None else None),
         "cl_sys": med(lambda r: r["close"]["syscalls"] / r["close"]["requests"] if r["close"]["syscalls"] is not None else None),
         "gbps": med(lambda r: r["bulk"]["gbps"]),
         "cpu_per_gb": med(lambda r: r["bulk"]["cpu_s_per_gb"]),
@@ -356,7 +361,9 @@ def main():
     ap.add_argument("--bulk-seconds", type=int, default=5)
     ap.add_argument("--idle-conns", type=int, default=4000)
     ap.add_argument("--forward", default="auto", help="ringlb forwarding mode")
-    ap.add_argument("--only", default="direct,haproxy,nginx,ringlb")
+    ap.add_argument("--only", default="direct,haproxy,nginx,ringlb",
+                    help="comma-separated: direct, haproxy, nginx, ringlb, ringlb:MODE (another ringlb instance in that forwarding mode)")
+    ap.add_argument("--tests", default="ka,close,bulk,idle", help="which of ka,close,bulk,idle to run")
     ap.add_argument("--out", help="write the Markdown table here")
     ap.add_argument("--json", help="write every raw figure here")
     args = ap.parse_args()
@@ -371,8 +378,11 @@ def main():
                 pids["haproxy"] = lab.start_haproxy()
             if "nginx" in names:
                 pids["nginx"] = lab.start_nginx_stream()
-            if "ringlb" in names:
-                pids["ringlb"] = lab.start_ringlb(args.forward)
+            for i, n in enumerate(x for x in names if x.startswith("ringlb")):
+                # "ringlb" uses --forward; "ringlb:MODE" runs another instance in MODE.
+                mode = n.split(":", 1)[1] if ":" in n else args.forward
+                PORTS[n] = (18093 + i, 18193 + i) if n != "ringlb" else PORTS["ringlb"]
+                pids[n] = lab.start_ringlb(mode, PORTS[n])
             for rnd in range(args.rounds):
                 for n in names:
                     print(f"round {rnd + 1}/{args.rounds}: {n}", file=sys.stderr, flush=True)

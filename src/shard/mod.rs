@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use io_uring::types::{Fd, Timespec};
+use io_uring::types::{CancelBuilder, Fd, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use crate::balance::{self, Balancer};
@@ -285,6 +285,19 @@ impl Shard {
             }
         }
         self.publish();
+        // Hand the last closes to the kernel, then cancel what is left (the
+        // tick, the eventfd read, accepts) synchronously, so nothing in the
+        // kernel still points at this shard's memory when it is dropped.
+        if let Err(e) = self.ring.submit() {
+            tracing::warn!(shard = self.id, "final submit failed: {e}");
+        }
+        if let Err(e) = self
+            .ring
+            .submitter()
+            .register_sync_cancel(None, CancelBuilder::any())
+        {
+            tracing::debug!(shard = self.id, "final cancel: {e}");
+        }
         for l in &mut self.listeners {
             close_fd(l.fd);
             l.fd = -1;

@@ -11,7 +11,7 @@ use std::os::fd::RawFd;
 use crate::net::close_fd;
 
 /// The capacity asked of every pipe.
-pub const PIPE_SIZE: usize = 64 * 1024;
+pub const PIPE_SIZE: usize = 256 * 1024;
 
 #[derive(Debug)]
 pub struct Pipe {
