@@ -185,3 +185,32 @@ fn slow_reader_pushes_back() {
         assert_drained(&rt);
     }
 }
+
+/// An IPv6 listener in front of an IPv6 server.
+#[test]
+fn ipv6_listener_and_server() {
+    let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    };
+    let server_addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+    });
+    let mut cfg = config(&[(server_addr, 1)], BalanceKind::RoundRobin, 1, ForwardMode::Copy);
+    cfg.listeners[0].bind = "[::1]:0".parse().unwrap();
+    let (rt, addr) = start(&cfg);
+    assert!(addr.is_ipv6());
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"six!!").unwrap();
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"six!!");
+    server.join().unwrap();
+    drop(s);
+    assert_drained(&rt);
+}
