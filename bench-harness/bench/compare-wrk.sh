@@ -4,7 +4,8 @@
 #   1. HTTP closed loop, 1 thread, same connection count, against the same
 #      nginx: ringlb-bench vs wrk (requests/s and CPU time per request).
 #   2. Bulk TCP over loopback, same stream count: ringlb-bench tcp-stream
-#      (against `ringlb-bench serve sink`) vs iperf3 (client and server).
+#      (against `ringlb-bench serve sink`) vs iperf3 (client and server),
+#      iperf3 both with its default 128 KiB writes and with -l 1M.
 # Rounds alternate the tools; medians are printed. Loopback only.
 #
 # Environment: RUNS (3), DUR (10s), CONNS (64), STREAMS (2),
@@ -71,7 +72,7 @@ CONF
 PIDS+=($!)
 iperf3 -s -p "$IPERF_PORT" >/dev/null 2>&1 &
 PIDS+=($!)
-"$BIN" serve sink --listen "127.0.0.1:$SINK_PORT" >/dev/null &
+"$BIN" serve sink --chunk 1m --listen "127.0.0.1:$SINK_PORT" >/dev/null &
 PIDS+=($!)
 sleep 1
 URL="http://127.0.0.1:$PORT/"
@@ -110,17 +111,21 @@ for c in 2 3 4 5 6; do printf "%s " "$(cut -f$c "$TMP/http.tsv" | median)"; done
     awk '{ printf "%-6s %14s %12s %14s %12s %8s\n", "median", $1, $2, $3, $4, $5 }'
 
 echo
-echo "== Bulk TCP: $STREAMS streams over loopback =="
-printf "%-6s %14s %16s %8s\n" round iperf3_gbit ringlb_gbit ratio
+echo "== Bulk TCP: $STREAMS streams over loopback (ringlb-bench default 1 MiB operations) =="
+printf "%-6s %14s %14s %14s %10s %10s\n" round iperf3_gbit iperf3_1M_gbit ringlb_gbit vs_default vs_1M
 : > "$TMP/stream.tsv"
+iperf_gbit() {
+    iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -P "$STREAMS" -t "$SECS" -J "$@" > "$TMP/iperf.json"
+    jget "$TMP/iperf.json" "['end']['sum_received']['bits_per_second'] / 1e9"
+}
 for r in $(seq 1 "$RUNS"); do
-    iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -P "$STREAMS" -t "$SECS" -J > "$TMP/iperf.json"
-    ig=$(jget "$TMP/iperf.json" "['end']['sum_received']['bits_per_second'] / 1e9")
+    ig=$(iperf_gbit)
     "$BIN" -w tcp-stream -t 1 -c "$STREAMS" -d "$DUR" --json "$TMP/rs.json" "127.0.0.1:$SINK_PORT" >/dev/null
     bg=$(jget "$TMP/rs.json" "['gbit_per_sec']")
-    line=$(awk -v r="$r" -v i="$ig" -v b="$bg" 'BEGIN { printf "%s\t%.2f\t%.2f\t%.3f\n", r, i, b, b / i }')
+    im=$(iperf_gbit -l 1M)
+    line=$(awk -v r="$r" -v i="$ig" -v m="$im" -v b="$bg" 'BEGIN { printf "%s\t%.2f\t%.2f\t%.2f\t%.3f\t%.3f\n", r, i, m, b, b / i, b / m }')
     echo "$line" >> "$TMP/stream.tsv"
-    echo "$line" | awk -F'\t' '{ printf "%-6s %14s %16s %8s\n", $1, $2, $3, $4 }'
+    echo "$line" | awk -F'\t' '{ printf "%-6s %14s %14s %14s %10s %10s\n", $1, $2, $3, $4, $5, $6 }'
 done
-for c in 2 3 4; do printf "%s " "$(cut -f$c "$TMP/stream.tsv" | median)"; done |
-    awk '{ printf "%-6s %14s %16s %8s\n", "median", $1, $2, $3 }'
+for c in 2 3 4 5 6; do printf "%s " "$(cut -f$c "$TMP/stream.tsv" | median)"; done |
+    awk '{ printf "%-6s %14s %14s %14s %10s %10s\n", "median", $1, $2, $3, $4, $5 }'

@@ -97,8 +97,8 @@ pub struct RunArgs {
     /// tcp-stream: upload or download.
     #[arg(long, default_value = "upload")]
     pub direction: Direction,
-    /// tcp-stream: bytes per send/receive, e.g. 128k.
-    #[arg(long, value_parser = parse_size, default_value = "128k")]
+    /// tcp-stream: bytes per send/receive, e.g. 128k, 1m.
+    #[arg(long, value_parser = parse_size, default_value = "1m")]
     pub chunk: u64,
     /// Write every figure as JSON to this file.
     #[arg(long)]
@@ -170,7 +170,8 @@ pub struct ServeArgs {
     /// Length of the one-time stall.
     #[arg(long, value_parser = parse_duration, default_value = "200ms")]
     pub stall: Duration,
-    /// source: bytes per send.
+    /// sink, source: bytes per receive or send (a sink holds one such
+    /// buffer per connection).
     #[arg(long, value_parser = parse_size, default_value = "128k")]
     pub chunk: u64,
 }
@@ -273,7 +274,9 @@ impl ServeArgs {
                 body_size: self.body_size as usize,
             },
             ServeKind::Echo => Mode::Echo,
-            ServeKind::Sink => Mode::Sink,
+            ServeKind::Sink => Mode::Sink {
+                chunk: self.chunk as usize,
+            },
             ServeKind::Source => Mode::Source {
                 chunk: self.chunk as usize,
             },

@@ -69,7 +69,7 @@ fn echo_messages_are_counted_and_checked() {
 fn streams_move_bytes_both_ways() {
     use ringlb_bench::workload::{Direction, StreamWorkload};
     for (mode, direction) in [
-        (Mode::Sink, Direction::Upload),
+        (Mode::Sink { chunk: 65536 }, Direction::Upload),
         (Mode::Source { chunk: 65536 }, Direction::Download),
     ] {
         let srv = start(serve_cfg(mode));

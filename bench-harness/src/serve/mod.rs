@@ -20,10 +20,19 @@ use thiserror::Error;
 /// What the server does with a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    Http { status: u16, body_size: usize },
+    Http {
+        status: u16,
+        body_size: usize,
+    },
     Echo,
-    Sink,
-    Source { chunk: usize },
+    /// Discards; receives up to `chunk` bytes at a time.
+    Sink {
+        chunk: usize,
+    },
+    /// Sends `chunk` bytes at a time without pause.
+    Source {
+        chunk: usize,
+    },
 }
 
 /// Server settings.

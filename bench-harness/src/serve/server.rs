@@ -212,7 +212,7 @@ impl Server {
             let _ = sock.set_tcp_nodelay(true);
             self.sh.counters.connections.fetch_add(1, Ordering::Relaxed);
             let buf_size = match self.sh.cfg.mode {
-                Mode::Sink => 128 * 1024,
+                Mode::Sink { chunk } => chunk.max(1),
                 Mode::Source { .. } => 1,
                 _ => 16 * 1024,
             };
@@ -288,7 +288,7 @@ impl Server {
             .bytes_in
             .fetch_add(n as u64, Ordering::Relaxed);
         match self.sh.cfg.mode {
-            Mode::Sink | Mode::Source { .. } => self.push_recv(slot),
+            Mode::Sink { .. } | Mode::Source { .. } => self.push_recv(slot),
             Mode::Echo => {
                 let c = self.conn(slot);
                 c.out.clear();
