@@ -258,9 +258,17 @@ impl Server {
     }
 
     fn push_recv(&mut self, slot: usize) -> io::Result<()> {
+        // A sink has no latency to keep: let each receive fill its buffer,
+        // which saves completions and wake-ups.
+        let flags = if matches!(self.sh.cfg.mode, Mode::Sink { .. }) {
+            libc::MSG_WAITALL
+        } else {
+            0
+        };
         let c = self.conn(slot);
         let room = &mut c.buf[c.filled..];
         let e = opcode::Recv::new(Fd(c.sock.as_raw_fd()), room.as_mut_ptr(), room.len() as u32)
+            .flags(flags)
             .build()
             .user_data(ud(slot, c.gen, OP_RECV));
         c.inflight += 1;
