@@ -20,7 +20,13 @@ pub fn bind_reuseport_group(
     let mut fds = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
-        let socket = listening_socket(bound)?;
+        let socket = match listening_socket(bound) {
+            Ok(s) => s,
+            Err(e) => {
+                fds.into_iter().for_each(close_fd);
+                return Err(e);
+            }
+        };
         bound = socket.local_addr()?.as_socket().unwrap_or(bound);
         fds.push(socket.into_raw_fd());
     }

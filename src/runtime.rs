@@ -210,10 +210,10 @@ impl Runtime {
     /// Stops accepting, lets open pairs finish for up to `grace`, and waits
     /// for every shard thread to end. Counters stay readable.
     pub fn stop(&mut self, grace: Duration) {
-        if self.threads.is_empty() {
-            return;
-        }
         for link in &self.links {
+            if link.wake < 0 {
+                continue;
+            }
             while !link.send(Command::Stop { grace }) {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -222,17 +222,17 @@ impl Runtime {
             let _ = t.join();
         }
         for link in &mut self.links {
-            close_fd(link.wake);
-            link.wake = -1;
+            if link.wake >= 0 {
+                close_fd(link.wake);
+                link.wake = -1;
+            }
         }
     }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
-            self.stop(Duration::ZERO);
-        }
+        self.stop(Duration::ZERO);
     }
 }
 

@@ -200,7 +200,12 @@ fn ipv6_listener_and_server() {
         s.read_exact(&mut buf).unwrap();
         s.write_all(&buf).unwrap();
     });
-    let mut cfg = config(&[(server_addr, 1)], BalanceKind::RoundRobin, 1, ForwardMode::Copy);
+    let mut cfg = config(
+        &[(server_addr, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        ForwardMode::Copy,
+    );
     cfg.listeners[0].bind = "[::1]:0".parse().unwrap();
     let (rt, addr) = start(&cfg);
     assert!(addr.is_ipv6());
@@ -213,4 +218,31 @@ fn ipv6_listener_and_server() {
     server.join().unwrap();
     drop(s);
     assert_drained(&rt);
+}
+
+/// With far fewer buffers than busy directions, receives hit an empty
+/// buffer ring (ENOBUFS) and must wait and resume without losing a byte.
+#[test]
+fn scarce_buffers_only_slow_things_down() {
+    let backend = Backend::start(Behaviour::Echo);
+    let mut cfg = config(
+        &[(backend.addr, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        ForwardMode::Copy,
+    );
+    cfg.runtime.buffers = 16;
+    cfg.runtime.buffer_size = 4096;
+    let (rt, addr) = start(&cfg);
+    let workers: Vec<_> = (0..32)
+        .map(|i| thread::spawn(move || echo_exact(addr, 400_000 + i * 101)))
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_drained(&rt);
+    assert!(
+        rt.counters().buffer_starved > 0,
+        "the ring ran dry at least once"
+    );
 }

@@ -92,6 +92,10 @@ impl BufferRing {
         self.size
     }
 
+    pub fn count(&self) -> usize {
+        usize::from(self.count)
+    }
+
     pub fn in_use(&self) -> usize {
         self.in_use
     }

@@ -25,6 +25,14 @@ impl Shard {
             return;
         }
         c.state = ConnState::Closing;
+        // Bytes accepted from one side and not yet delivered to the other
+        // are lost: the peer must see a reset, never a clean end.
+        if c.dirs
+            .iter()
+            .any(|d| d.sending || !d.queue.is_empty() || d.pipe_bytes > 0)
+        {
+            c.reset = true;
+        }
         if c.inflight > 0 {
             let ring_splice = c.dirs.iter().any(|d| d.mode == DirMode::SpliceRing);
             let generation = c.generation;

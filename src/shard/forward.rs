@@ -71,7 +71,15 @@ impl Shard {
         Token::new(op, slot as u32, self.conns[slot].generation, dir).encode()
     }
 
+    /// Whether the pair may still start operations (not closing or freed).
+    fn forwarding(&self, slot: usize) -> bool {
+        self.conns[slot].state == ConnState::Forwarding
+    }
+
     pub(super) fn start_dir(&mut self, slot: usize, d: usize) {
+        if !self.forwarding(slot) {
+            return;
+        }
         match self.conns[slot].dirs[d].mode {
             DirMode::Copy => self.arm_recv(slot, d),
             DirMode::Splice => self.pump(slot, d),
@@ -90,6 +98,9 @@ impl Shard {
     // ---- copy ----
 
     fn arm_recv(&mut self, slot: usize, d: usize) {
+        if !self.forwarding(slot) {
+            return;
+        }
         let c = &mut self.conns[slot];
         let dir = &mut c.dirs[d];
         if dir.recv_armed {
@@ -167,9 +178,14 @@ impl Shard {
             0 => dir.fin = true,
             r if r > 0 || r == -libc::ECANCELED => {}
             r if r == -libc::ENOBUFS => {
-                dir.state = DirState::WaitBuffer;
-                let generation = self.conns[slot].generation;
-                self.waiting_buffer.push_back((slot as u32, generation, d));
+                self.counters.buffer_starved += 1;
+                // Buffers may have come back in this same batch; wait only
+                // when the ring is really empty.
+                if self.buffers.in_use() == self.buffers.count() {
+                    dir.state = DirState::WaitBuffer;
+                    let generation = self.conns[slot].generation;
+                    self.waiting_buffer.push_back((slot as u32, generation, d));
+                }
             }
             _ => {
                 self.abort(slot);
@@ -232,6 +248,9 @@ impl Shard {
     /// Decides what a copy direction does once nothing is left to send:
     /// forward a FIN, keep (or start) receiving, or move to splice.
     fn copy_settle(&mut self, slot: usize, d: usize) {
+        if !self.forwarding(slot) {
+            return;
+        }
         let dir = &mut self.conns[slot].dirs[d];
         if dir.sending || !dir.queue.is_empty() || dir.recv_armed {
             return;
@@ -261,14 +280,23 @@ impl Shard {
     /// was waiting for one.
     pub(super) fn give_back_buffer(&mut self, bid: u16) {
         self.buffers.give_back(bid);
-        while let Some((slot, generation, d)) = self.waiting_buffer.pop_front() {
-            let c = &self.conns[slot as usize];
+        self.wake_buffer_waiters(1);
+    }
+
+    /// Re-arms up to `n` directions that were waiting for a buffer.
+    pub(super) fn wake_buffer_waiters(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some((slot, generation, d)) = self.waiting_buffer.pop_front() else {
+                return;
+            };
+            let c = &mut self.conns[slot as usize];
             if c.generation == generation
                 && c.state == ConnState::Forwarding
                 && c.dirs[d].state == DirState::WaitBuffer
             {
-                self.arm_recv(slot as usize, d);
-                return;
+                c.dirs[d].state = DirState::Reading;
+                self.copy_settle(slot as usize, d);
+                n -= 1;
             }
         }
     }
@@ -276,6 +304,9 @@ impl Shard {
     // ---- FIN ----
 
     fn begin_shutdown(&mut self, slot: usize, d: usize) {
+        if !self.forwarding(slot) {
+            return;
+        }
         let c = &mut self.conns[slot];
         c.dirs[d].state = DirState::ShuttingDown;
         c.inflight += 1;
@@ -327,6 +358,9 @@ impl Shard {
     /// Moves what can be moved now through the direction's pipe, then waits
     /// for readability (pipe empty) or writability (pipe holds bytes).
     fn pump(&mut self, slot: usize, d: usize) {
+        if !self.forwarding(slot) {
+            return;
+        }
         for _ in 0..8 {
             let c = &mut self.conns[slot];
             if c.dirs[d].pipe.is_none() {
@@ -403,6 +437,9 @@ impl Shard {
     // ---- ring splice ----
 
     fn ring_splice_in(&mut self, slot: usize, d: usize) {
+        if !self.forwarding(slot) {
+            return;
+        }
         let c = &mut self.conns[slot];
         if c.dirs[d].pipe.is_none() {
             match self.pipes.acquire() {

@@ -114,6 +114,9 @@ pub struct Shard {
     /// Directions waiting for a provided buffer: (slot, generation, dir).
     waiting_buffer: VecDeque<(u32, u32, usize)>,
     completions: Vec<(u64, i32, u32)>,
+    /// Completions reaped while submitting (completion queue full), handled
+    /// after the batch in progress.
+    deferred: VecDeque<(u64, i32, u32)>,
     now: Instant,
     /// Set by `Command::Stop`: when open pairs are aborted.
     stop_deadline: Option<Instant>,
@@ -121,6 +124,10 @@ pub struct Shard {
     stats: Arc<ShardStats>,
     id: usize,
 }
+
+/// How long past the stop deadline a shard waits for aborted pairs'
+/// completions before it exits anyway.
+const STOP_ESCAPE: Duration = Duration::from_secs(2);
 
 fn timespec(d: Duration) -> Box<Timespec> {
     Box::new(Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos()))
@@ -174,6 +181,7 @@ impl Shard {
                 wake_buf: Box::new(0),
                 waiting_buffer: VecDeque::new(),
                 completions: Vec::with_capacity(1024),
+                deferred: VecDeque::new(),
                 now: Instant::now(),
                 stop_deadline: None,
                 counters: Counters::default(),
@@ -206,13 +214,13 @@ impl Shard {
                 if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
                     panic!("io_uring submit failed: {e}");
                 }
-                // The completion queue is full: make room.
-                self.reap();
-                let pending = std::mem::take(&mut self.completions);
-                for &(user_data, result, flags) in &pending {
-                    self.dispatch(user_data, result, flags);
+                // The completion queue is full: move completions aside to
+                // make room. They are handled after the current batch, in
+                // order, never in the middle of the handler that is running.
+                for cqe in self.ring.completion() {
+                    self.deferred
+                        .push_back((cqe.user_data(), cqe.result(), cqe.flags()));
                 }
-                self.completions = pending;
             }
         }
     }
@@ -279,9 +287,22 @@ impl Shard {
                 self.dispatch(user_data, result, flags);
             }
             self.completions = batch;
+            while let Some((user_data, result, flags)) = self.deferred.pop_front() {
+                self.dispatch(user_data, result, flags);
+            }
             self.publish();
-            if self.stop_deadline.is_some() && self.counters.active == 0 {
-                break;
+            if let Some(deadline) = self.stop_deadline {
+                if self.counters.active == 0 {
+                    break;
+                }
+                if self.now > deadline + STOP_ESCAPE {
+                    tracing::warn!(
+                        shard = self.id,
+                        pairs = self.counters.active,
+                        "pairs still closing after the stop deadline; leaving them to the final cancel"
+                    );
+                    break;
+                }
             }
         }
         self.publish();
@@ -431,6 +452,12 @@ impl Shard {
                     self.arm_accept(l);
                 }
             }
+        }
+        // Backstop: buffers free while directions wait for one (a woken
+        // waiter may have closed without taking its buffer).
+        let free = self.buffers.count() - self.buffers.in_use();
+        if free > 0 && !self.waiting_buffer.is_empty() {
+            self.wake_buffer_waiters(free);
         }
         let force = self.stop_deadline.is_some_and(|t| t <= now);
         let (client_idle, server_idle) = (self.timeouts.client_idle, self.timeouts.server_idle);

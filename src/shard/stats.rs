@@ -22,6 +22,8 @@ pub struct Counters {
     pub unserved: u64,
     /// Pairs closed by the idle timeout.
     pub idle_timeouts: u64,
+    /// Receives that found the buffer ring empty (ENOBUFS).
+    pub buffer_starved: u64,
     /// Bytes forwarded client → server and server → client.
     pub bytes_up: u64,
     pub bytes_down: u64,
@@ -39,6 +41,7 @@ impl Counters {
         self.redispatches += o.redispatches;
         self.unserved += o.unserved;
         self.idle_timeouts += o.idle_timeouts;
+        self.buffer_starved += o.buffer_starved;
         self.bytes_up += o.bytes_up;
         self.bytes_down += o.bytes_down;
         self.buffers_in_use += o.buffers_in_use;
@@ -49,7 +52,7 @@ impl Counters {
 /// The published copy of a shard's [`Counters`], one cache line to itself.
 #[derive(Debug, Default)]
 pub struct ShardStats {
-    fields: CachePadded<[AtomicU64; 11]>,
+    fields: CachePadded<[AtomicU64; 12]>,
 }
 
 impl ShardStats {
@@ -64,6 +67,7 @@ impl ShardStats {
             c.redispatches,
             c.unserved,
             c.idle_timeouts,
+            c.buffer_starved,
             c.bytes_up,
             c.bytes_down,
             c.buffers_in_use,
@@ -88,10 +92,11 @@ impl ShardStats {
             redispatches: v[4],
             unserved: v[5],
             idle_timeouts: v[6],
-            bytes_up: v[7],
-            bytes_down: v[8],
-            buffers_in_use: v[9],
-            pipes: v[10],
+            buffer_starved: v[7],
+            bytes_up: v[8],
+            bytes_down: v[9],
+            buffers_in_use: v[10],
+            pipes: v[11],
         }
     }
 }
