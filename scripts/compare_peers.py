@@ -158,7 +158,7 @@ stream {{
         kids = children(master.pid)
         return kids[0] if kids else master.pid
 
-    def start_ringlb(self, forward, ports):
+    def start_ringlb(self, forward, ports, extra=""):
         http, bulk = ports
         servers = ", ".join(f'{{ name = "b{p}", addr = "127.0.0.1:{p}" }}' for p in BACKENDS)
         conf = self.write("ringlb.toml", f"""
@@ -166,6 +166,7 @@ stream {{
 shards = 1
 cpus = [{BALANCER_CPU}]
 forward = "{forward}"
+{extra}
 
 [timeouts]
 client_idle = "300s"
@@ -380,9 +381,12 @@ def main():
                 pids["nginx"] = lab.start_nginx_stream()
             for i, n in enumerate(x for x in names if x.startswith("ringlb")):
                 # "ringlb" uses --forward; "ringlb:MODE" runs another instance in MODE.
-                mode = n.split(":", 1)[1] if ":" in n else args.forward
+                # "ringlb:MODE:KEY=VALUE" also sets a [runtime] key (e.g. pipe_size=64k).
+                parts = n.split(":")
+                mode = parts[1] if len(parts) > 1 else args.forward
+                extra = "\n".join(f'{k} = "{v}"' for k, v in (p.split("=", 1) for p in parts[2:]))
                 PORTS[n] = (18093 + i, 18193 + i) if n != "ringlb" else PORTS["ringlb"]
-                pids[n] = lab.start_ringlb(mode, PORTS[n])
+                pids[n] = lab.start_ringlb(mode, PORTS[n], extra)
             for rnd in range(args.rounds):
                 for n in names:
                     print(f"round {rnd + 1}/{args.rounds}: {n}", file=sys.stderr, flush=True)

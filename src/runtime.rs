@@ -121,6 +121,7 @@ impl Runtime {
                 buffer_size: config.runtime.buffer_size,
                 buffers: config.runtime.buffers,
                 pipes: config.runtime.pipes,
+                pipe_size: config.runtime.pipe_size,
                 commands: commands.clone(),
                 wake,
                 stats: stats.clone(),

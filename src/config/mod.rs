@@ -154,6 +154,8 @@ pub struct RuntimeConfig {
     pub buffers: usize,
     /// Most pipes one shard keeps for splicing.
     pub pipes: usize,
+    /// Capacity of each pipe (`F_SETPIPE_SZ`).
+    pub pipe_size: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -165,6 +167,7 @@ impl Default for RuntimeConfig {
             buffer_size: 32 * 1024,
             buffers: 1024,
             pipes: 256,
+            pipe_size: 256 * 1024,
         }
     }
 }
@@ -322,6 +325,16 @@ impl Validator {
                     b.span(),
                     "runtime.buffers",
                     "must be a power of two from 16 to 32768",
+                ),
+            }
+        }
+        if let Some(p) = raw.pipe_size {
+            match parse_size(p.get_ref()) {
+                Some(n) if n.is_power_of_two() && (4096..=1 << 20).contains(&n) => rt.pipe_size = n,
+                _ => self.err(
+                    p.span(),
+                    "runtime.pipe_size",
+                    format!("`{}` is not a power-of-two size from 4k to 1m", p.get_ref()),
                 ),
             }
         }
@@ -609,8 +622,8 @@ impl fmt::Display for Config {
         let rt = &self.runtime;
         writeln!(
             f,
-            "runtime: {} shard(s), cpus {:?}, forward {}, {} buffers of {} bytes, up to {} pipes per shard",
-            rt.shards, rt.cpus, rt.forward, rt.buffers, rt.buffer_size, rt.pipes
+            "runtime: {} shard(s), cpus {:?}, forward {}, {} buffers of {} bytes, up to {} pipes of {} bytes per shard",
+            rt.shards, rt.cpus, rt.forward, rt.buffers, rt.buffer_size, rt.pipes, rt.pipe_size
         )?;
         let t = &self.timeouts;
         writeln!(

@@ -28,6 +28,7 @@ pub(crate) struct RawRuntime {
     pub buffer_size: Option<Spanned<String>>,
     pub buffers: Option<Spanned<i64>>,
     pub pipes: Option<Spanned<i64>>,
+    pub pipe_size: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

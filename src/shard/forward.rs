@@ -23,7 +23,6 @@ use io_uring::{cqueue, opcode};
 
 use super::buffers::GROUP;
 use super::conn::{ConnState, DirMode, DirState, DOWN, UP};
-use super::pipes::PIPE_SIZE;
 use super::token::{Op, Token};
 use super::Shard;
 use crate::config::ForwardMode;
@@ -378,10 +377,11 @@ impl Shard {
             let (pipe_read, pipe_write) = dir.pipe.as_ref().map(|p| (p.read, p.write)).unwrap();
             let mut drained = false;
             if dir.pipe_bytes == 0 {
-                match splice(src, pipe_write, PIPE_SIZE) {
+                let want = self.pipes.pipe_size();
+                match splice(src, pipe_write, want) {
                     Splice::Moved(n) => {
                         dir.pipe_bytes = n;
-                        drained = n < PIPE_SIZE;
+                        drained = n < want;
                         c.seen(src, self.now);
                         self.count_bytes(d, n);
                     }
@@ -454,7 +454,8 @@ impl Shard {
         let pipe_write = c.dirs[d].pipe.as_ref().map(|p| p.write).unwrap();
         c.dirs[d].state = DirState::Reading;
         c.inflight += 1;
-        let entry = opcode::Splice::new(Fd(c.source(d)), -1, Fd(pipe_write), -1, PIPE_SIZE as u32)
+        let want = self.pipes.pipe_size() as u32;
+        let entry = opcode::Splice::new(Fd(c.source(d)), -1, Fd(pipe_write), -1, want)
             .flags(libc::SPLICE_F_MOVE)
             .build()
             .user_data(self.token(Op::SpliceIn, slot, d));

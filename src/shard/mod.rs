@@ -76,6 +76,7 @@ pub struct ShardSpec {
     pub buffer_size: usize,
     pub buffers: usize,
     pub pipes: usize,
+    pub pipe_size: usize,
     pub commands: Arc<ArrayQueue<Command>>,
     pub wake: RawFd,
     pub stats: Arc<ShardStats>,
@@ -156,7 +157,7 @@ impl Shard {
             Shard {
                 ring,
                 buffers,
-                pipes: PipePool::new(spec.pipes),
+                pipes: PipePool::new(spec.pipes, spec.pipe_size),
                 conns: Vec::new(),
                 free: Vec::new(),
                 pools: spec.pools,

@@ -10,9 +10,6 @@ use std::os::fd::RawFd;
 
 use crate::net::close_fd;
 
-/// The capacity asked of every pipe.
-pub const PIPE_SIZE: usize = 256 * 1024;
-
 #[derive(Debug)]
 pub struct Pipe {
     pub read: RawFd,
@@ -23,15 +20,23 @@ pub struct PipePool {
     free: Vec<Pipe>,
     created: usize,
     max: usize,
+    /// The capacity asked of every pipe.
+    size: usize,
 }
 
 impl PipePool {
-    pub fn new(max: usize) -> PipePool {
+    pub fn new(max: usize, size: usize) -> PipePool {
         PipePool {
             free: Vec::new(),
             created: 0,
             max,
+            size,
         }
+    }
+
+    /// The capacity of every pipe in the pool.
+    pub fn pipe_size(&self) -> usize {
+        self.size
     }
 
     /// Pipes that exist now (lent or free).
@@ -39,7 +44,7 @@ impl PipePool {
         self.created
     }
 
-    /// An empty pipe of [`PIPE_SIZE`], or `None` when the pool is at its
+    /// An empty pipe of the pool's size, or `None` when the pool is at its
     /// limit or the kernel only gives shrunken pipes.
     pub fn acquire(&mut self) -> Option<Pipe> {
         if let Some(p) = self.free.pop() {
@@ -60,9 +65,9 @@ impl PipePool {
         // SAFETY: plain fcntl on an fd we just created.
         let size = unsafe { libc::fcntl(pipe.write, libc::F_GETPIPE_SZ) };
         // SAFETY: as above.
-        if (size as usize) < PIPE_SIZE
-            && unsafe { libc::fcntl(pipe.write, libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) }
-                < PIPE_SIZE as i32
+        if (size as usize) < self.size
+            && unsafe { libc::fcntl(pipe.write, libc::F_SETPIPE_SZ, self.size as libc::c_int) }
+                < self.size as i32
         {
             tracing::warn!(
                 "pipes are limited by fs.pipe-user-pages-soft; splicing falls back to copying"
