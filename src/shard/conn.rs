@@ -48,9 +48,6 @@ pub enum DirState {
     /// Copy mode: the receive ended on an empty buffer ring; waiting for a
     /// buffer to come back.
     WaitBuffer,
-    /// The source said FIN; `shutdown(SHUT_WR)` toward the destination is in
-    /// flight.
-    ShuttingDown,
     /// FIN forwarded; nothing more will move this way.
     Done,
 }

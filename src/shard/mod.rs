@@ -389,7 +389,6 @@ impl Shard {
             Op::PollIn | Op::PollOut => self.on_poll(slot, token.dir, result),
             Op::SpliceIn => self.on_ring_splice_in(slot, token.dir, result),
             Op::SpliceOut => self.on_ring_splice_out(slot, token.dir, result),
-            Op::Shutdown => self.on_shutdown(slot, token.dir),
             Op::Accept | Op::Tick | Op::Command | Op::Ignore => unreachable!(),
         }
     }

@@ -23,7 +23,6 @@ pub enum Op {
     PollOut = 9,
     SpliceIn = 10,
     SpliceOut = 11,
-    Shutdown = 12,
     Cancel = 13,
     /// Fire-and-forget (closes); the completion is dropped.
     Ignore = 14,
@@ -44,7 +43,6 @@ impl Op {
             9 => PollOut,
             10 => SpliceIn,
             11 => SpliceOut,
-            12 => Shutdown,
             13 => Cancel,
             14 => Ignore,
             _ => return None,
