@@ -219,6 +219,24 @@ def wrk(port, duration, close):
     }
 
 
+def bench(binary, port, duration, close, json_path, label):
+    """One closed-loop HTTP run of ringlb-bench; figures come from its JSON."""
+    cmd = ["taskset", "-c", "0", binary, "-t1", "-c64", f"-d{duration}s", "--json", json_path, "--label", label]
+    if close:
+        cmd.append("--close")
+    subprocess.run(cmd + [f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True)
+    with open(json_path) as f:
+        j = json.load(f)
+    errors = j["errors"]["total"]
+    return {
+        "rps": j["requests_per_sec"],
+        "requests": j["requests"],
+        "p50_us": j["latency"]["p50_us"],
+        "p99_us": j["latency"]["p99_us"],
+        "errors": f"{errors} errors {j['errors']}" if errors else "",
+    }
+
+
 def measured(pid, duration, run):
     """Runs `run()` while counting pid's CPU time and syscalls."""
     perf = None
@@ -229,9 +247,9 @@ def measured(pid, duration, run):
             ["perf", "stat", "-e", "raw_syscalls:sys_enter", "-x", ",", "-o", perf_out, "-p", str(pid), "--", "sleep", str(duration + 1)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
-    cpu0 = cpu_seconds(pid) if pid else 0
+    cpu0 = cpu_seconds(pid) if pid else None
     result = run()
-    cpu1 = cpu_seconds(pid) if pid else 0
+    cpu1 = cpu_seconds(pid) if pid else None
     syscalls = None
     if perf:
         perf.wait()
@@ -241,7 +259,7 @@ def measured(pid, duration, run):
                 if len(parts) > 2 and "raw_syscalls" in line and parts[0].isdigit():
                     syscalls = int(parts[0])
         os.unlink(perf_out)
-    result["cpu_s"] = cpu1 - cpu0
+    result["cpu_s"] = cpu1 - cpu0 if pid else None
     result["syscalls"] = syscalls
     return result
 
@@ -277,25 +295,31 @@ def idle_rss(pid, port, conns):
     return grown * 1024 / conns
 
 
-def run_balancer(lab, name, pid, args):
+def run_balancer(lab, name, pid, args, rnd):
     http, bulk = PORTS.get(name, (BACKENDS[0], IPERF_PORT))
     time.sleep(0.5)
     tests = args.tests.split(",")
     none = {"rps": None, "requests": 1, "p50_us": None, "p99_us": None, "errors": "", "cpu_s": None, "syscalls": None}
-    r = {"ka": dict(none), "close": dict(none), "bulk": {"gbps": None, "cpu_s_per_gb": None}, "idle_b_per_conn": None}
+    r = {"ka": dict(none), "wrk": dict(none), "close": dict(none), "bulk": {"gbps": None, "cpu_s_per_gb": None},
+         "idle_b_per_conn": None}
+    # Idle memory first, in the first round only, while every process is fresh.
+    if "idle" in tests and pid and rnd == 0:
+        r["idle_b_per_conn"] = idle_rss(pid, http, args.idle_conns)
+    plot_json = os.path.join(args.plot_dir, f"{name.replace(':', '-')}.json")
+    scratch = os.path.join(lab.dir, "run.json")
     if "ka" in tests or "close" in tests:
-        wrk(http, 2, False)  # warm-up
+        bench(args.bench, http, 2, False, scratch, name)  # warm-up
     if "ka" in tests:
-        r["ka"] = measured(pid, args.duration, lambda: wrk(http, args.duration, False))
+        r["ka"] = measured(pid, args.duration, lambda: bench(
+            args.bench, http, args.duration, False, plot_json if rnd == 0 else scratch, name))
+        r["wrk"] = wrk(http, args.duration, False)
     if "close" in tests:
-        r["close"] = measured(pid, args.duration, lambda: wrk(http, args.duration, True))
+        r["close"] = measured(pid, args.duration, lambda: bench(args.bench, http, args.duration, True, scratch, name))
     if "bulk" in tests:
         t0 = cpu_seconds(pid) if pid else 0
         b = iperf(bulk, args.bulk_seconds)
         b["cpu_s_per_gb"] = ((cpu_seconds(pid) - t0) / (b["bytes"] / 1e9)) if pid else None
         r["bulk"] = b
-    if "idle" in tests and pid:
-        r["idle_b_per_conn"] = idle_rss(pid, http, args.idle_conns)
     return r
 
 
@@ -309,6 +333,7 @@ def summarize(name, rounds):
         "ka_p99": med(lambda r: r["ka"]["p99_us"]),
         "ka_cpu_us": med(lambda r: r["ka"]["cpu_s"] / r["ka"]["requests"] * 1e6 if r["ka"]["cpu_s"] is not None else None),
         "ka_sys": med(lambda r: r["ka"]["syscalls"] / r["ka"]["requests"] if r["ka"]["syscalls"] is not None else None),
+        "wrk_rps": med(lambda r: r["wrk"]["rps"]),
         "cl_rps": med(lambda r: r["close"]["rps"]),
         "cl_p99": med(lambda r: r["close"]["p99_us"]),
         "cl_cpu_us": med(lambda r: r["close"]["cpu_s"] / r["close"]["requests"] * 1e6 if r["close"]["cpu_s"] is not None else None),
@@ -316,7 +341,7 @@ def summarize(name, rounds):
         "gbps": med(lambda r: r["bulk"]["gbps"]),
         "cpu_per_gb": med(lambda r: r["bulk"]["cpu_s_per_gb"]),
         "idle": med(lambda r: r["idle_b_per_conn"]),
-        "errors": sorted({r["ka"]["errors"] + r["close"]["errors"] for r in rounds} - {""}),
+        "errors": sorted({r["ka"]["errors"] + r["close"]["errors"] + r["wrk"]["errors"] for r in rounds} - {""}),
     }
 
 
@@ -326,6 +351,7 @@ COLUMNS = [
     ("ka_p99", "p99 µs", "{:.0f}", False),
     ("ka_cpu_us", "CPU µs/req", "{:.2f}", False),
     ("ka_sys", "syscalls/req", "{:.3f}", False),
+    ("wrk_rps", "wrk req/s (cross-check)", "{:,.0f}", True),
     ("cl_rps", "close req/s", "{:,.0f}", True),
     ("cl_cpu_us", "CPU µs/conn", "{:.1f}", False),
     ("cl_sys", "syscalls/conn", "{:.1f}", False),
@@ -357,6 +383,8 @@ def table(results):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ringlb", required=True)
+    ap.add_argument("--bench", required=True, help="the ringlb-bench binary")
+    ap.add_argument("--plot-dir", default=".", help="where each balancer's first keep-alive JSON goes")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--bulk-seconds", type=int, default=5)
@@ -372,6 +400,8 @@ def main():
     raw = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="ringlb-peers-") as d:
         lab = Lab(os.path.abspath(args.ringlb), d)
+        args.bench = os.path.abspath(args.bench)
+        os.makedirs(args.plot_dir, exist_ok=True)
         try:
             lab.start_backends()
             pids = {}
@@ -390,15 +420,17 @@ def main():
             for rnd in range(args.rounds):
                 for n in names:
                     print(f"round {rnd + 1}/{args.rounds}: {n}", file=sys.stderr, flush=True)
-                    raw[n].append(run_balancer(lab, n, pids.get(n), args))
+                    raw[n].append(run_balancer(lab, n, pids.get(n), args, rnd))
         finally:
             lab.stop()
     results = {n: summarize(n, raw[n]) for n in names}
     uname = os.uname()
     machine = f"{os.cpu_count()} CPUs, Linux {uname.release}, {time.strftime('%Y-%m-%d')}"
-    text = (f"Machine: {machine}. Medians of {args.rounds} round(s); wrk -t1 -c64 -d{args.duration}s "
-            f"pinned to CPU 0, balancers pinned to CPU {BALANCER_CPU}, one thread/shard each; "
-            f"ringlb forward={args.forward}; iperf3 -P2 -t{args.bulk_seconds}; idle: {args.idle_conns} connections. "
+    text = (f"Machine: {machine}. Medians of {args.rounds} round(s); load: ringlb-bench -t1 -c64 -d{args.duration}s "
+            f"(keep-alive, then --close), with wrk -t1 -c64 as a cross-check, pinned to CPU 0; "
+            f"balancers pinned to CPU {BALANCER_CPU}, one thread/shard each; "
+            f"ringlb forward={args.forward}; iperf3 -P2 -t{args.bulk_seconds}; idle: RSS growth per connection with "
+            f"{args.idle_conns} held open after one request each, first round, fresh processes. "
             f"Ratios are to HAProxy in the same run.\n\n" + table(results))
     errs = {n: s["errors"] for n, s in results.items() if s["errors"]}
     if errs:

@@ -13,6 +13,7 @@ mod connect;
 mod forward;
 mod pipes;
 pub mod ring;
+mod slab;
 mod stats;
 mod token;
 
@@ -33,6 +34,7 @@ use buffers::BufferRing;
 use conn::{Conn, ConnState};
 use pipes::PipePool;
 pub use ring::{RingError, RingFlags};
+use slab::Slab;
 pub use stats::{Counters, ShardStats};
 use token::{Op, Token};
 
@@ -97,7 +99,7 @@ pub struct Shard {
     ring: IoUring,
     buffers: BufferRing,
     pipes: PipePool,
-    conns: Vec<Conn>,
+    conns: Slab,
     free: Vec<u32>,
     pools: Arc<Pools>,
     balancers: Vec<Box<dyn Balancer>>,
@@ -158,7 +160,7 @@ impl Shard {
                 ring,
                 buffers,
                 pipes: PipePool::new(spec.pipes, spec.pipe_size),
-                conns: Vec::new(),
+                conns: Slab::default(),
                 free: Vec::new(),
                 pools: spec.pools,
                 balancers,
@@ -498,10 +500,7 @@ impl Shard {
     fn open(&mut self, l: usize, client: RawFd) {
         let slot = match self.free.pop() {
             Some(s) => s as usize,
-            None => {
-                self.conns.push(Conn::free(0, self.now));
-                self.conns.len() - 1
-            }
+            None => self.conns.push(Conn::free(0, self.now)),
         };
         let mode = match self.forward {
             ForwardMode::Copy | ForwardMode::Auto => conn::DirMode::Copy,

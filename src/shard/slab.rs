@@ -1,0 +1,51 @@
+//! The shard's connection table: slots in fixed-size chunks, so growing it
+//! never moves or copies the pairs already there and memory grows with the
+//! connections actually opened (a doubling `Vec` would leave its old copies
+//! to the allocator at every step).
+
+use std::ops::{Index, IndexMut};
+
+use super::conn::Conn;
+
+/// Slots per chunk (about 60 KiB of pairs).
+const CHUNK: usize = 256;
+
+#[derive(Default)]
+pub struct Slab {
+    chunks: Vec<Vec<Conn>>,
+    len: usize,
+}
+
+impl Slab {
+    /// Slots in use or on the free list.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends a slot; returns its index.
+    pub fn push(&mut self, conn: Conn) -> usize {
+        if self.len % CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks
+            .last_mut()
+            .expect("a chunk with room")
+            .push(conn);
+        self.len += 1;
+        self.len - 1
+    }
+}
+
+impl Index<usize> for Slab {
+    type Output = Conn;
+
+    fn index(&self, slot: usize) -> &Conn {
+        &self.chunks[slot / CHUNK][slot % CHUNK]
+    }
+}
+
+impl IndexMut<usize> for Slab {
+    fn index_mut(&mut self, slot: usize) -> &mut Conn {
+        &mut self.chunks[slot / CHUNK][slot % CHUNK]
+    }
+}
