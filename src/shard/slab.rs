@@ -24,7 +24,7 @@ impl Slab {
 
     /// Appends a slot; returns its index.
     pub fn push(&mut self, conn: Conn) -> usize {
-        if self.len % CHUNK == 0 {
+        if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         self.chunks
