@@ -18,6 +18,14 @@ pub enum UnitError {
 }
 
 /// Parses a duration such as `30s`, `2m`, `1m30s`, `250ms` or `10` (seconds).
+///
+/// ```
+/// use std::time::Duration;
+/// use ringlb_bench::units::parse_duration;
+/// assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+/// assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+/// assert!(parse_duration("soon").is_err());
+/// ```
 pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let t = s.trim();
     if t.is_empty() {
@@ -40,6 +48,13 @@ fn split_suffix(t: &str) -> (&str, &str) {
 }
 
 /// Parses a rate per second such as `2000`, `10k`, `1.5M` or `500/s` (decimal multiples).
+///
+/// ```
+/// use ringlb_bench::units::parse_rate;
+/// assert_eq!(parse_rate("10k").unwrap(), 10_000.0);
+/// assert_eq!(parse_rate("500/s").unwrap(), 500.0);
+/// assert!(parse_rate("-3").is_err());
+/// ```
 pub fn parse_rate(s: &str) -> Result<f64, UnitError> {
     let err = || UnitError::Rate(s.to_string());
     let t = s.trim();

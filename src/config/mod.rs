@@ -203,6 +203,27 @@ impl Config {
     }
 
     /// Validates TOML text; `file` only names the source in errors.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use ringlb::Config;
+    /// let text = r#"
+    /// [[listener]]
+    /// name = "web"
+    /// bind = "127.0.0.1:8080"
+    /// pool = "app"
+    ///
+    /// [[pool]]
+    /// name = "app"
+    /// servers = [{ name = "a", addr = "127.0.0.1:9001" }]
+    /// "#;
+    /// let config = Config::parse(text, Path::new("lb.toml")).unwrap();
+    /// assert_eq!(config.pools[0].servers[0].weight, 1);
+    ///
+    /// let errors = Config::parse(&text.replace("\"app\"\n\n", "\"nope\"\n\n"), Path::new("lb.toml"))
+    ///     .unwrap_err();
+    /// assert_eq!(errors.to_string(), "lb.toml:5: key `listener[0].pool`: no pool named `nope`");
+    /// ```
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
         let mut v = Validator {
             file: file.to_path_buf(),
@@ -577,6 +598,13 @@ fn online_cpus_ids() -> Vec<usize> {
 }
 
 /// Parses `4096`, `16k`, `64KiB`, `1m` into bytes.
+///
+/// ```
+/// use ringlb::config::parse_size;
+/// assert_eq!(parse_size("64KiB"), Some(65536));
+/// assert_eq!(parse_size("1m"), Some(1 << 20));
+/// assert_eq!(parse_size("lots"), None);
+/// ```
 pub fn parse_size(s: &str) -> Option<usize> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
