@@ -262,15 +262,9 @@ impl Shard {
         } else if dir.to_splice {
             dir.to_splice = false;
             dir.full_reads = 0;
-            match self.pipes.acquire() {
-                Some(pipe) => {
-                    let dir = &mut self.conns[slot].dirs[d];
-                    dir.mode = DirMode::Splice;
-                    dir.pipe = Some(pipe);
-                    self.pump(slot, d);
-                }
-                None => self.arm_recv(slot, d),
-            }
+            // With no pipe to be had, `pump` falls back to copying.
+            dir.mode = DirMode::Splice;
+            self.pump(slot, d);
         } else {
             self.arm_recv(slot, d);
         }
@@ -360,17 +354,10 @@ impl Shard {
             return;
         }
         for _ in 0..8 {
-            let c = &mut self.conns[slot];
-            if c.dirs[d].pipe.is_none() {
-                match self.pipes.acquire() {
-                    Some(p) => c.dirs[d].pipe = Some(p),
-                    None => {
-                        c.dirs[d].mode = DirMode::Copy;
-                        self.arm_recv(slot, d);
-                        return;
-                    }
-                }
+            if !self.lend_pipe(slot, d) {
+                return;
             }
+            let c = &mut self.conns[slot];
             let (src, dst) = (c.source(d), c.sink(d));
             let dir = &mut c.dirs[d];
             let (pipe_read, pipe_write) = dir.pipe.as_ref().map(|p| (p.read, p.write)).unwrap();
@@ -425,6 +412,26 @@ impl Shard {
         self.arm_poll(slot, d, Op::PollIn);
     }
 
+    /// Makes sure direction `d` has a pipe. With none to be had (pool at its
+    /// limit, or the kernel only gives shrunken pipes) the direction falls
+    /// back to copying, and this returns false.
+    fn lend_pipe(&mut self, slot: usize, d: usize) -> bool {
+        if self.conns[slot].dirs[d].pipe.is_some() {
+            return true;
+        }
+        match self.pipes.acquire() {
+            Some(p) => {
+                self.conns[slot].dirs[d].pipe = Some(p);
+                true
+            }
+            None => {
+                self.conns[slot].dirs[d].mode = DirMode::Copy;
+                self.arm_recv(slot, d);
+                false
+            }
+        }
+    }
+
     /// Gives the direction's (empty) pipe back to the pool.
     fn return_pipe(&mut self, slot: usize, d: usize) {
         let dir = &mut self.conns[slot].dirs[d];
@@ -439,17 +446,10 @@ impl Shard {
         if !self.forwarding(slot) {
             return;
         }
-        let c = &mut self.conns[slot];
-        if c.dirs[d].pipe.is_none() {
-            match self.pipes.acquire() {
-                Some(p) => c.dirs[d].pipe = Some(p),
-                None => {
-                    c.dirs[d].mode = DirMode::Copy;
-                    self.arm_recv(slot, d);
-                    return;
-                }
-            }
+        if !self.lend_pipe(slot, d) {
+            return;
         }
+        let c = &mut self.conns[slot];
         let pipe_write = c.dirs[d].pipe.as_ref().map(|p| p.write).unwrap();
         c.dirs[d].state = DirState::Reading;
         c.inflight += 1;
