@@ -1,5 +1,6 @@
-//! 10,000 short connections leave no fd and no memory behind. Alone in its
-//! own test binary so the process's fd count is ours to read.
+//! 10,000 short connections leave no fd and no memory behind, and neither do
+//! pairs ended by a reset from either side. Alone in its own test binary so
+//! the process's fd count is ours to read.
 
 mod common;
 
@@ -17,6 +18,24 @@ fn one_exchange(addr: std::net::SocketAddr, i: u32) {
     let mut back = [0u8; 4];
     s.read_exact(&mut back).unwrap();
     assert_eq!(back, i.to_le_bytes());
+    if i % 10 == 0 {
+        // Every tenth client aborts instead of closing.
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+}
+
+/// A pair whose server resets it after the first byte.
+fn reset_by_server(addr: std::net::SocketAddr) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"x").unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        !matches!(s.read(&mut buf), Ok(n) if n > 0),
+        "no data from a reset pair"
+    );
 }
 
 #[test]
@@ -28,11 +47,22 @@ fn short_connections_leak_nothing() {
         2,
         ForwardMode::Auto,
     ));
+    let resetter = Backend::start(Behaviour::ResetAfterByte);
+    let (rt_reset, reset_addr) = start(&config(
+        &[(resetter.addr, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        ForwardMode::Copy,
+    ));
     // Warm up: slabs, buffers and the allocator reach their working size.
     for i in 0..1000 {
         one_exchange(addr, i);
     }
+    for _ in 0..100 {
+        reset_by_server(reset_addr);
+    }
     assert_drained(&rt);
+    assert_drained(&rt_reset);
     common::wait_until(Duration::from_secs(5), || {
         backend.active.load(std::sync::atomic::Ordering::SeqCst) == 0
     });
@@ -40,8 +70,15 @@ fn short_connections_leak_nothing() {
     let rss_before = rss_kib();
     for i in 0..10_000 {
         one_exchange(addr, i);
+        if i % 10 == 5 {
+            reset_by_server(reset_addr);
+        }
     }
     assert_drained(&rt);
+    assert_drained(&rt_reset);
+    common::wait_until(Duration::from_secs(5), || {
+        resetter.active.load(std::sync::atomic::Ordering::SeqCst) == 0
+    });
     common::wait_until(Duration::from_secs(5), || {
         backend.active.load(std::sync::atomic::Ordering::SeqCst) == 0
     });
@@ -54,4 +91,5 @@ fn short_connections_leak_nothing() {
         "RSS grew from {rss_before} KiB to {rss_after} KiB over 10,000 connections"
     );
     assert_eq!(rt.counters().accepted, 11_000);
+    assert_eq!(rt_reset.counters().accepted, 1_100);
 }
