@@ -165,3 +165,90 @@ fn io_uring_denied_exits_1_naming_the_cause() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Out of fds, ringlb pauses accepting instead of spinning, and serves again
+/// once fds are free.
+#[test]
+fn fd_exhaustion_pauses_accepts_without_spinning() {
+    let backend = Backend::start(Behaviour::Echo);
+    let mut cmd = ringlb();
+    cmd.args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--forward",
+        "copy",
+    ])
+    .args(["--backend", &backend.addr.to_string(), "--grace", "0"])
+    .env("RUST_LOG", "info")
+    .stderr(Stdio::piped());
+    // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .split(" on ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Far more clients than 48 fds can pair up.
+    let held: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(child.id()) - before;
+    assert!(
+        spent <= 20,
+        "ringlb used {spent} ticks in 1 s while out of fds: it spins"
+    );
+
+    drop(held);
+    // Once the held pairs are gone, a new client is served.
+    let served = common::wait_until(Duration::from_secs(5), || {
+        let Ok(mut s) = TcpStream::connect(&addr) else {
+            return false;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut back = [0u8; 4];
+        s.write_all(b"back").is_ok() && s.read_exact(&mut back).is_ok() && &back == b"back"
+    });
+    assert!(served, "ringlb serves again after fds are freed");
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("pausing accepts for 100ms"), "{rest}");
+}
