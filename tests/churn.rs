@@ -18,7 +18,7 @@ fn one_exchange(addr: std::net::SocketAddr, i: u32) {
     let mut back = [0u8; 4];
     s.read_exact(&mut back).unwrap();
     assert_eq!(back, i.to_le_bytes());
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         // Every tenth client aborts instead of closing.
         socket2::SockRef::from(&s)
             .set_linger(Some(Duration::ZERO))

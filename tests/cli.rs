@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
 use common::{Backend, Behaviour};
@@ -15,27 +15,10 @@ fn ringlb() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ringlb"))
 }
 
-#[test]
-fn quick_mode_forwards_and_stops_on_sigterm() {
-    let a = Backend::start(Behaviour::Echo);
-    let b = Backend::start(Behaviour::Echo);
-    let mut child = ringlb()
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--balance",
-            "leastconn",
-            "--shards",
-            "2",
-        ])
-        .args([
-            "--backend",
-            &a.addr.to_string(),
-            "--backend",
-            &format!("{}=3", b.addr),
-        ])
-        .args(["--forward", "copy", "--grace", "1"])
+/// Starts `ringlb run` and reads its first log line, which names the
+/// listener's address; returns the child, its stderr, that line and the address.
+fn spawn_listening(mut cmd: Command) -> (Child, BufReader<ChildStderr>, String, String) {
+    let mut child = cmd
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -43,16 +26,25 @@ fn quick_mode_forwards_and_stops_on_sigterm() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
+    let addr = line.split(" on ").nth(1).and_then(|r| r.split(' ').next());
+    let addr = addr
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, stderr, line, addr)
+}
+
+#[test]
+fn quick_mode_forwards_and_stops_on_sigterm() {
+    let a = Backend::start(Behaviour::Echo);
+    let b = Backend::start(Behaviour::Echo);
+    let mut cmd = ringlb();
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--balance", "leastconn"])
+        .args(["--shards", "2", "--forward", "copy", "--grace", "1"])
+        .args(["--backend", &a.addr.to_string()])
+        .args(["--backend", &format!("{}=3", b.addr)]);
+    let (mut child, mut stderr, line, addr) = spawn_listening(cmd);
     assert!(line.contains("listener quick on 127.0.0.1:"), "{line}");
     assert!(line.contains("2 shard(s), forward copy"), "{line}");
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string();
     for i in 0..8u8 {
         let mut s = TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -192,9 +184,7 @@ fn fd_exhaustion_pauses_accepts_without_spinning() {
         "--forward",
         "copy",
     ])
-    .args(["--backend", &backend.addr.to_string(), "--grace", "0"])
-    .env("RUST_LOG", "info")
-    .stderr(Stdio::piped());
+    .args(["--backend", &backend.addr.to_string(), "--grace", "0"]);
     // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -208,18 +198,7 @@ fn fd_exhaustion_pauses_accepts_without_spinning() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string();
+    let (mut child, mut stderr, _, addr) = spawn_listening(cmd);
 
     // Far more clients than 48 fds can pair up.
     let held: Vec<TcpStream> = (0..80)
