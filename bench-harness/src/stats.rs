@@ -4,7 +4,7 @@
 //! are microseconds. Per-thread stats are merged at the end.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Highest trackable value: one hour in microseconds.
 pub const MAX_US: u64 = 3_600_000_000;
@@ -34,7 +34,7 @@ pub enum ErrorKind {
 }
 
 /// Error counters by kind.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorCounts {
     pub connect: u64,
     pub read: u64,

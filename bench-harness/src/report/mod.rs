@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{RunConfig, RunOutcome};
+use crate::stats::ErrorCounts;
 use spectrum::SpectrumPoint;
 
 /// Summary of one histogram; all values in microseconds.
@@ -92,15 +93,11 @@ impl HistSummary {
     }
 }
 
-/// Errors by kind.
+/// Errors by kind, and their total (in JSON, one flat object).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Errors {
-    pub connect: u64,
-    pub read: u64,
-    pub write: u64,
-    pub timeout: u64,
-    pub status: u64,
-    pub protocol: u64,
+    #[serde(flatten)]
+    pub by_kind: ErrorCounts,
     pub total: u64,
 }
 
@@ -197,12 +194,7 @@ impl Report {
             transfer_bytes_per_sec: per_s(s.bytes_read as f64),
             gbit_per_sec: per_s((s.bytes_read + s.bytes_written) as f64 * 8.0 / 1e9),
             errors: Errors {
-                connect: e.connect,
-                read: e.read,
-                write: e.write,
-                timeout: e.timeout,
-                status: e.status,
-                protocol: e.protocol,
+                by_kind: *e,
                 total: e.total(),
             },
             status: StatusClasses {

@@ -144,7 +144,12 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             s,
             "  Errors: connect {}, read {}, write {}, timeout {}, status>=400 {}, protocol {}",
-            e.connect, e.read, e.write, e.timeout, e.status, e.protocol
+            e.by_kind.connect,
+            e.by_kind.read,
+            e.by_kind.write,
+            e.by_kind.timeout,
+            e.by_kind.status,
+            e.by_kind.protocol
         );
     }
     if stream {
