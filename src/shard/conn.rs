@@ -108,7 +108,6 @@ pub struct Conn {
     pub client: RawFd,
     /// -1 until a server socket exists.
     pub server: RawFd,
-    pub listener: usize,
     pub pool: usize,
     /// The server of the current connect or pair.
     pub server_index: Option<usize>,
@@ -133,7 +132,6 @@ impl Conn {
             state: ConnState::Free,
             client: -1,
             server: -1,
-            listener: 0,
             pool: 0,
             server_index: None,
             tried: 0,

@@ -511,7 +511,6 @@ impl Shard {
         let mut c = Conn::free(generation, self.now);
         c.state = ConnState::Connecting;
         c.client = client;
-        c.listener = l;
         c.pool = self.listeners[l].pool;
         c.dirs[0].mode = mode;
         c.dirs[1].mode = mode;
