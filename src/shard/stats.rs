@@ -79,11 +79,7 @@ impl ShardStats {
     }
 
     pub fn read(&self) -> Counters {
-        let v: Vec<u64> = self
-            .fields
-            .iter()
-            .map(|f| f.load(Ordering::Relaxed))
-            .collect();
+        let v = self.fields.each_ref().map(|f| f.load(Ordering::Relaxed));
         Counters {
             accepted: v[0],
             active: v[1],
