@@ -14,6 +14,7 @@ pub mod net;
 pub mod pool;
 pub mod runtime;
 pub mod shard;
+pub mod timer_wheel;
 
 pub use config::Config;
 pub use runtime::Runtime;
