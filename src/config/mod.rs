@@ -18,10 +18,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use error::LineIndex;
+use error::Report;
 pub use error::{ConfigError, ConfigErrors};
 use raw::RawConfig;
-use validate::{key_from_message, Validator};
 pub use values::{online_cpus, parse_size, resolve};
 
 /// The largest weight a server may carry (as in HAProxy).
@@ -189,18 +188,12 @@ pub struct Config {
 impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: None,
-                key: String::new(),
-                message: format!("cannot read the file: {e}"),
-            }])
-        })?;
-        Config::parse(&text, path)
+        let (raw, report) = read_file(path);
+        build(raw, report)
     }
 
-    /// Validates TOML text; `file` only names the source in errors.
+    /// Validates TOML text; `file` only names the source in errors. Every
+    /// error is reported, in source order.
     ///
     /// ```
     /// use std::path::Path;
@@ -223,28 +216,32 @@ impl Config {
     /// assert_eq!(errors.to_string(), "lb.toml:5: key `listener[0].pool`: no pool named `nope`");
     /// ```
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
-        let mut v = Validator {
-            file: file.to_path_buf(),
-            lines: LineIndex::new(text),
-            errors: Vec::new(),
-        };
-        let raw: RawConfig = match toml::from_str(text) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let line = e.span().map(|s| v.lines.line_of(s.start));
-                return Err(ConfigErrors(vec![ConfigError {
-                    file: v.file,
-                    line,
-                    key: key_from_message(e.message()),
-                    message: e.message().trim().to_string(),
-                }]));
-            }
-        };
-        let config = v.config(raw);
-        if v.errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors(v.errors))
+        let mut report = Report::new(file, text);
+        let raw = raw::read(text, &mut report);
+        build(raw, report)
+    }
+}
+
+/// Reads a file into its raw form, with every syntax and shape error found
+/// so far; an unreadable file is one error and an empty configuration.
+pub(crate) fn read_file(path: &Path) -> (RawConfig, Report) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mut report = Report::new(path, &text);
+            let raw = raw::read(&text, &mut report);
+            (raw, report)
+        }
+        Err(e) => {
+            let mut report = Report::new(path, "");
+            report.unreadable(format!("cannot read the file: {e}"));
+            (RawConfig::default(), report)
         }
     }
+}
+
+/// Validates `raw`; the configuration, or every error in `report` and every
+/// one validation adds.
+pub(crate) fn build(raw: RawConfig, mut report: Report) -> Result<Config, ConfigErrors> {
+    let config = validate::validate(raw, &mut report);
+    report.finish(config)
 }

@@ -1,7 +1,9 @@
-//! Value parsing shared by the file and the command line: sizes, addresses
-//! (and their resolution), and the CPUs this process may run on.
+//! Value parsing shared by the file and the command line: sizes, durations,
+//! addresses (and their resolution), and the CPUs this process may run on.
+//! Ranges and other rules are `validate`'s.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
 /// Number of CPUs this process may run on.
 pub fn online_cpus() -> usize {
@@ -10,6 +12,7 @@ pub fn online_cpus() -> usize {
         .unwrap_or(1)
 }
 
+/// The ids of the CPUs this process may run on (empty when unknown).
 pub(crate) fn online_cpus_ids() -> Vec<usize> {
     core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
@@ -36,6 +39,13 @@ pub fn parse_size(s: &str) -> Option<usize> {
         _ => return None,
     };
     n.checked_mul(mult)
+}
+
+/// Parses a human duration (`250ms`, `5s`, `1m`); the error says what is
+/// wrong and what to write instead.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 5s or 250ms"))
 }
 
 /// Resolves `ip:port`, `[v6]:port` or `host:port` (names are looked up once,
