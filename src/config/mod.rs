@@ -18,9 +18,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use error::Report;
+pub(crate) use error::Report;
 pub use error::{ConfigError, ConfigErrors};
-use raw::RawConfig;
+pub(crate) use raw::{Item, Origin, RawConfig, RawListener, RawPool, RawServer};
 pub use values::{online_cpus, parse_size, resolve};
 
 /// The largest weight a server may carry (as in HAProxy).
