@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// copy, splice, splice-ring or auto (overrides the file).
     #[arg(long)]
     pub forward: Option<String>,
+    /// Most connection pairs held at once, 1 to 10000000 (default: derived
+    /// from RLIMIT_NOFILE; overrides the file).
+    #[arg(long)]
+    pub maxconn: Option<u64>,
     /// Quick mode: connect attempts after the first failure (default 2).
     #[arg(long)]
     pub retries: Option<u32>,
@@ -161,6 +165,9 @@ impl RunArgs {
         }
         if let Some(f) = &self.forward {
             rt.forward = Some(from_flag(f.clone(), "--forward"));
+        }
+        if let Some(n) = self.maxconn {
+            rt.maxconn = Some(from_flag(int(n), "--maxconn"));
         }
     }
 }
@@ -309,6 +316,23 @@ mod tests {
         assert!(errs
             .iter()
             .all(|e| e.line.is_none() && e.file.to_str() == Some("<command line>")));
+    }
+
+    #[test]
+    fn maxconn_flag_gets_the_runtime_rule() {
+        let quick = ["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:9"];
+        let c = run_args(&[&quick[..], &["--maxconn", "5000"]].concat())
+            .config()
+            .unwrap();
+        assert_eq!(c.runtime.maxconn, Some(5000));
+        assert_eq!(run_args(&quick).config().unwrap().runtime.maxconn, None);
+        for bad in ["0", "10000001"] {
+            let errs = errors(&[&quick[..], &["--maxconn", bad]].concat());
+            assert_eq!(
+                shown(&errs),
+                ["<command line>: key `--maxconn`: must be from 1 to 10000000"]
+            );
+        }
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn bad_quick_mode_arguments_are_named() {
     let out = ringlb()
         .args(["run", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:9"])
         .args(["--retries", "500", "--shards", "0", "--balance", "random"])
+        .args(["--maxconn", "0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -96,6 +97,7 @@ fn bad_quick_mode_arguments_are_named() {
         "error: <command line>: key `--retries`: must be from 0 to 100",
         "error: <command line>: key `--shards`: must be between 1 and 1024",
         "error: <command line>: key `--balance`: unknown algorithm `random`",
+        "error: <command line>: key `--maxconn`: must be from 1 to 10000000",
     ] {
         assert!(err.contains(expected), "`{expected}` in:\n{err}");
     }

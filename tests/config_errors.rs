@@ -309,6 +309,29 @@ fn every_kind_of_error_is_reported_in_one_pass() {
 }
 
 #[test]
+fn maxconn() {
+    let c = Config::parse(GOOD, Path::new("lb.toml")).unwrap();
+    assert_eq!(c.runtime.maxconn, None, "derived at start when not set");
+    let text = GOOD.replace("shards = 2", "shards = 2\nmaxconn = 5000");
+    let c = Config::parse(&text, Path::new("lb.toml")).unwrap();
+    assert_eq!(c.runtime.maxconn, Some(5000));
+    for bad in ["0", "10000001", "-1"] {
+        one_error(
+            &GOOD.replace("shards = 2", &format!("shards = 2\nmaxconn = {bad}")),
+            4,
+            "runtime.maxconn",
+            "must be from 1 to 10000000",
+        );
+    }
+    one_error(
+        &GOOD.replace("shards = 2", "shards = 2\nmaxconn = \"lots\""),
+        4,
+        "runtime.maxconn",
+        "expected an integer, found a string",
+    );
+}
+
+#[test]
 fn wrong_shape_of_a_section() {
     one_error(
         &GOOD.replace("[[listener]]", "[listener]"),
@@ -423,6 +446,23 @@ fn check_command_prints_every_error_and_exits_1() {
         stdout.contains("server b 127.0.0.1:9002 weight 3"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("maxconn auto (from RLIMIT_NOFILE)"),
+        "{stdout}"
+    );
+    std::fs::write(
+        &good,
+        GOOD.replace("shards = 2", "shards = 2\nmaxconn = 5000"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\nmaxconn 5000\n"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -13,6 +13,10 @@ impl fmt::Display for Config {
             "runtime: {} shard(s), cpus {:?}, forward {}, {} buffers of {} bytes, up to {} pipes of {} bytes per shard",
             rt.shards, rt.cpus, rt.forward, rt.buffers, rt.buffer_size, rt.pipes, rt.pipe_size
         )?;
+        match rt.maxconn {
+            Some(n) => writeln!(f, "maxconn {n}")?,
+            None => writeln!(f, "maxconn auto (from RLIMIT_NOFILE)")?,
+        }
         let t = &self.timeouts;
         writeln!(
             f,

@@ -26,6 +26,9 @@ pub use values::{online_cpus, parse_size, resolve};
 /// The largest weight a server may carry (as in HAProxy).
 pub const MAX_WEIGHT: u32 = 256;
 
+/// The largest `runtime.maxconn` accepted.
+pub const MAX_MAXCONN: usize = 10_000_000;
+
 /// How bytes are moved between the two sockets of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardMode {
@@ -160,6 +163,10 @@ pub struct RuntimeConfig {
     pub pipes: usize,
     /// Capacity of each pipe (`F_SETPIPE_SZ`).
     pub pipe_size: usize,
+    /// The most connection pairs (client and server socket) the whole
+    /// process holds at once, from 1 to [`MAX_MAXCONN`]. `None`: derived at
+    /// start from `RLIMIT_NOFILE`.
+    pub maxconn: Option<usize>,
 }
 
 impl Default for RuntimeConfig {
@@ -172,6 +179,7 @@ impl Default for RuntimeConfig {
             buffers: 1024,
             pipes: 256,
             pipe_size: 256 * 1024,
+            maxconn: None,
         }
     }
 }

@@ -73,6 +73,7 @@ pub(crate) struct RawRuntime {
     pub buffers: Option<Item<i64>>,
     pub pipes: Option<Item<i64>>,
     pub pipe_size: Option<Item<String>>,
+    pub maxconn: Option<Item<i64>>,
 }
 
 #[derive(Debug, Default)]
@@ -386,6 +387,7 @@ impl Reader<'_> {
             "buffers",
             "pipes",
             "pipe_size",
+            "maxconn",
         ];
         let mut rt = RawRuntime::default();
         for (name, key, v) in self.fields(path, t, KNOWN) {
@@ -404,7 +406,8 @@ impl Reader<'_> {
                 "buffer_size" => rt.buffer_size = self.size(&key, v),
                 "buffers" => rt.buffers = self.integer(&key, v),
                 "pipes" => rt.pipes = self.integer(&key, v),
-                _ => rt.pipe_size = self.size(&key, v),
+                "pipe_size" => rt.pipe_size = self.size(&key, v),
+                _ => rt.maxconn = self.integer(&key, v),
             }
         }
         rt

@@ -13,7 +13,7 @@ use super::raw::{
 use super::values::{online_cpus_ids, parse_duration, parse_size, resolve};
 use super::{
     BalanceKind, Config, ForwardMode, ListenerConfig, PoolConfig, RuntimeConfig, ServerConfig,
-    Timeouts, MAX_WEIGHT,
+    Timeouts, MAX_MAXCONN, MAX_WEIGHT,
 };
 
 /// Applies every rule to `raw`, recording failures in `report`. The result
@@ -124,6 +124,16 @@ impl Validator<'_> {
             match integer_in(p, |n| *n <= 65536) {
                 Some(n) => rt.pipes = n,
                 None => self.err(&p.at, "runtime.pipes", "must be from 0 to 65536"),
+            }
+        }
+        if let Some(m) = &raw.maxconn {
+            match integer_in(m, |n| (1..=MAX_MAXCONN).contains(n)) {
+                Some(n) => rt.maxconn = Some(n),
+                None => self.err(
+                    &m.at,
+                    "runtime.maxconn",
+                    format!("must be from 1 to {MAX_MAXCONN}"),
+                ),
             }
         }
         rt
