@@ -253,7 +253,7 @@ impl Report {
     /// errors that depend on text before the first one are kept (and none on
     /// a line with a syntax error); rules that need the whole file wait
     /// until it parses.
-    pub(crate) fn into_errors(self) -> Vec<ConfigError> {
+    fn into_errors(self) -> Vec<ConfigError> {
         let broken = self
             .found
             .iter()
