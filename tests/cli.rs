@@ -83,6 +83,24 @@ fn bad_quick_mode_arguments_are_named() {
         err.contains("key `--backend`") && err.contains("weight must be from 0 to 256"),
         "{err}"
     );
+
+    // Every rule a file gets applies to the flags, all reported at once.
+    let out = ringlb()
+        .args(["run", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:9"])
+        .args(["--retries", "500", "--shards", "0", "--balance", "random"])
+        .args(["--maxconn", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "error: <command line>: key `--retries`: must be from 0 to 100",
+        "error: <command line>: key `--shards`: must be between 1 and 1024",
+        "error: <command line>: key `--balance`: unknown algorithm `random`",
+        "error: <command line>: key `--maxconn`: must be from 1 to 10000000",
+    ] {
+        assert!(err.contains(expected), "`{expected}` in:\n{err}");
+    }
 }
 
 /// Installs a seccomp filter that fails io_uring_setup(2) with EPERM, as a

@@ -228,7 +228,175 @@ fn all_errors_are_reported_at_once() {
     let errs = errors(&text);
     let lines: Vec<_> = errs.iter().map(|e| e.line).collect();
     assert_eq!(errs.len(), 3, "{errs:#?}");
-    assert_eq!(lines, vec![Some(7), Some(20), Some(13)]);
+    assert_eq!(lines, vec![Some(7), Some(13), Some(20)], "in source order");
+}
+
+/// 1-based line of the first line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    1 + text
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("`{needle}` is not in the text"))
+}
+
+/// Errors of every kind: unknown keys, wrong types, missing keys and broken
+/// rules, none of which hides another.
+const MANY_ERRORS: &str = r#"
+[runtime]
+shards = "two"
+forward = "auto"
+colour = "blue"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+pool = "nope"
+
+[[listener]]
+name = "api"
+pool = "app"
+
+[[pool]]
+name = "app"
+retries = 1.5
+servers = [
+  { name = "a", addr = "127.0.0.1:9001", weight = "x" },
+  { name = "b", addr = "127.0.0.1:9002", weight = 999 },
+  { name = "c" },
+]
+"#;
+
+#[test]
+fn every_kind_of_error_is_reported_in_one_pass() {
+    let errs = errors(MANY_ERRORS);
+    let found: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    let l = |needle| Some(line_of(MANY_ERRORS, needle));
+    assert_eq!(
+        found,
+        vec![
+            (l("shards = \"two\""), "runtime.shards"),
+            (l("colour"), "runtime.colour"),
+            (l("pool = \"nope\""), "listener[0].pool"),
+            (l("name = \"api\"").map(|n| n - 1), "listener[1].bind"),
+            (l("retries = 1.5"), "pool[0].retries"),
+            (l("weight = \"x\""), "pool[0].servers[0].weight"),
+            (l("weight = 999"), "pool[0].servers[1].weight"),
+            (l("{ name = \"c\" }"), "pool[0].servers[2].addr"),
+        ],
+        "{errs:#?}"
+    );
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        text[0],
+        "lb.toml:3: key `runtime.shards`: expected an integer, found a string"
+    );
+    assert!(
+        text[1].contains("unknown field `colour`, expected one of `shards`"),
+        "{text:#?}"
+    );
+    assert!(text[2].ends_with("no pool named `nope`"), "{text:#?}");
+    assert!(text[3].ends_with("missing field `bind`"), "{text:#?}");
+    assert!(
+        text[4].ends_with("expected an integer, found a float"),
+        "{text:#?}"
+    );
+    assert!(
+        text[5].ends_with("expected an integer, found a string"),
+        "{text:#?}"
+    );
+    assert!(text[6].ends_with("must be from 0 to 256"), "{text:#?}");
+    assert!(text[7].ends_with("missing field `addr`"), "{text:#?}");
+}
+
+#[test]
+fn maxconn() {
+    let c = Config::parse(GOOD, Path::new("lb.toml")).unwrap();
+    assert_eq!(c.runtime.maxconn, None, "derived at start when not set");
+    let text = GOOD.replace("shards = 2", "shards = 2\nmaxconn = 5000");
+    let c = Config::parse(&text, Path::new("lb.toml")).unwrap();
+    assert_eq!(c.runtime.maxconn, Some(5000));
+    for bad in ["0", "10000001", "-1"] {
+        one_error(
+            &GOOD.replace("shards = 2", &format!("shards = 2\nmaxconn = {bad}")),
+            4,
+            "runtime.maxconn",
+            "must be from 1 to 10000000",
+        );
+    }
+    one_error(
+        &GOOD.replace("shards = 2", "shards = 2\nmaxconn = \"lots\""),
+        4,
+        "runtime.maxconn",
+        "expected an integer, found a string",
+    );
+}
+
+#[test]
+fn wrong_shape_of_a_section() {
+    one_error(
+        &GOOD.replace("[[listener]]", "[listener]"),
+        10,
+        "listener",
+        "expected an array of tables ([[listener]]), found a table",
+    );
+    one_error(
+        &GOOD.replace("  { name = \"a\", addr = \"127.0.0.1:9001\" },", "  \"a\","),
+        19,
+        "pool[0].servers[0]",
+        "expected a table, found a string",
+    );
+}
+
+#[test]
+fn sizes_may_be_bare_numbers() {
+    let text = GOOD.replace(
+        "shards = 2",
+        "shards = 2\nbuffer_size = 65536\npipe_size = \"64k\"",
+    );
+    let c = Config::parse(&text, Path::new("lb.toml")).unwrap();
+    assert_eq!(c.runtime.buffer_size, 65536);
+    assert_eq!(c.runtime.pipe_size, 65536);
+    one_error(
+        &GOOD.replace("shards = 2", "shards = 2\nbuffer_size = 100"),
+        4,
+        "runtime.buffer_size",
+        "`100` is not a size from 4k to 1m",
+    );
+}
+
+/// Every syntax error the parser recovers from is reported; so is every
+/// error before the first one. What follows it, and the rules that need the
+/// whole file, wait until the file parses: the parser's guess at the rest
+/// would only invent errors.
+#[test]
+fn syntax_errors_are_all_reported_with_what_precedes_them() {
+    let text = r#"
+[runtime]
+shards = 0
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+pool = "nope"
+port = = 3
+[[pool]]
+name = "app"
+retries = 500
+servers = [{ name = "a", addr = "127.0.0.1:1", weight = "x }]
+"#;
+    let errs = errors(text);
+    let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs[0].key, "runtime.shards", "{shown:#?}");
+    assert_eq!(errs[0].line, Some(3), "{shown:#?}");
+    let syntax: Vec<Option<usize>> = errs[1..].iter().map(|e| e.line).collect();
+    assert!(
+        syntax.contains(&Some(8)) && syntax.contains(&Some(12)),
+        "{shown:#?}"
+    );
+    assert!(
+        errs[1..].iter().all(|e| e.key.is_empty()),
+        "after the first syntax error only syntax errors: {shown:#?}"
+    );
+    assert!(syntax.is_sorted(), "{shown:#?}");
 }
 
 #[test]
@@ -278,5 +446,52 @@ fn check_command_prints_every_error_and_exits_1() {
         stdout.contains("server b 127.0.0.1:9002 weight 3"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("maxconn auto (from RLIMIT_NOFILE)"),
+        "{stdout}"
+    );
+    std::fs::write(
+        &good,
+        GOOD.replace("shards = 2", "shards = 2\nmaxconn = 5000"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\nmaxconn 5000\n"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn check_command_prints_every_kind_of_error() {
+    let dir = std::env::temp_dir().join(format!("ringlb-check-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, MANY_ERRORS).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let f = bad.display();
+    for expected in [
+        format!("error: {f}:3: key `runtime.shards`: expected an integer"),
+        format!("error: {f}:5: key `runtime.colour`: unknown field"),
+        format!("error: {f}:10: key `listener[0].pool`: no pool named `nope`"),
+        format!("error: {f}:12: key `listener[1].bind`: missing field `bind`"),
+        format!("error: {f}:18: key `pool[0].retries`: expected an integer"),
+        format!("error: {f}:20: key `pool[0].servers[0].weight`: expected an integer"),
+        format!("error: {f}:21: key `pool[0].servers[1].weight`: must be from 0 to 256"),
+        format!("error: {f}:22: key `pool[0].servers[2].addr`: missing field `addr`"),
+        format!("{f}: 8 error(s)"),
+    ] {
+        assert!(stderr.contains(&expected), "`{expected}` in:\n{stderr}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,67 +1,481 @@
-//! The TOML schema as written by the operator, before validation.
+//! The configuration as written, before validation: the schema, and the
+//! reader that walks the parser's spanned TOML tree into it.
 //!
-//! Every field that a later check may complain about keeps its source span
-//! (`Spanned`) so the error can name the line.
+//! Reading judges only the shape: unknown keys, values of the wrong type and
+//! missing required keys are reported here, each against its line and dotted
+//! key; what the values mean is judged by `validate`. Every value keeps its
+//! [`Origin`], a span of the file or, in quick mode, the flag it came from,
+//! so both sources go through the same rules.
 
-use serde::Deserialize;
+use std::ops::Range;
+
+use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+use super::error::Report;
+
+/// Where a raw value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Byte range of the value (or key, or table header) in the file.
+    Span(Range<usize>),
+    /// A command-line flag. `part` says which part of the flag's argument
+    /// the value is, e.g. "`127.0.0.1:9=999`: weight"; it opens the message.
+    Flag {
+        flag: &'static str,
+        part: Option<String>,
+    },
+}
+
+impl Origin {
+    pub(crate) fn flag(flag: &'static str) -> Self {
+        Origin::Flag { flag, part: None }
+    }
+
+    pub(crate) fn flag_part(flag: &'static str, part: String) -> Self {
+        Origin::Flag {
+            flag,
+            part: Some(part),
+        }
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Item<T> {
+    pub value: T,
+    pub at: Origin,
+}
+
+impl<T> Item<T> {
+    pub(crate) fn new(value: T, at: Origin) -> Self {
+        Item { value, at }
+    }
+}
+
+/// A whole configuration. An absent key is `None`; so is a key whose value
+/// had the wrong type (that was reported when it was read).
+#[derive(Debug, Default)]
 pub(crate) struct RawConfig {
-    #[serde(default)]
-    pub runtime: Option<Spanned<RawRuntime>>,
-    #[serde(default)]
-    pub timeouts: Option<RawTimeouts>,
-    #[serde(default)]
-    pub listener: Vec<Spanned<RawListener>>,
-    #[serde(default)]
-    pub pool: Vec<Spanned<RawPool>>,
+    pub runtime: RawRuntime,
+    pub timeouts: RawTimeouts,
+    pub listeners: Vec<RawListener>,
+    pub pools: Vec<RawPool>,
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub(crate) struct RawRuntime {
-    pub shards: Option<Spanned<i64>>,
-    pub cpus: Option<Spanned<Vec<i64>>>,
-    pub forward: Option<Spanned<String>>,
-    pub buffer_size: Option<Spanned<String>>,
-    pub buffers: Option<Spanned<i64>>,
-    pub pipes: Option<Spanned<i64>>,
-    pub pipe_size: Option<Spanned<String>>,
+    pub shards: Option<Item<i64>>,
+    pub cpus: Option<Vec<Item<i64>>>,
+    pub forward: Option<Item<String>>,
+    /// Sizes are text (`"32k"`); a bare integer is kept as its digits.
+    pub buffer_size: Option<Item<String>>,
+    pub buffers: Option<Item<i64>>,
+    pub pipes: Option<Item<i64>>,
+    pub pipe_size: Option<Item<String>>,
+    pub maxconn: Option<Item<i64>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub(crate) struct RawTimeouts {
-    pub connect: Option<Spanned<String>>,
-    pub client_idle: Option<Spanned<String>>,
-    pub server_idle: Option<Spanned<String>>,
+    pub connect: Option<Item<String>>,
+    pub client_idle: Option<Item<String>>,
+    pub server_idle: Option<Item<String>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub(crate) struct RawListener {
-    pub name: Spanned<String>,
-    pub bind: Spanned<String>,
-    pub pool: Spanned<String>,
+    pub name: Option<Item<String>>,
+    pub bind: Option<Item<String>>,
+    pub pool: Option<Item<String>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub(crate) struct RawPool {
-    pub name: Spanned<String>,
-    pub balance: Option<Spanned<String>>,
-    pub retries: Option<Spanned<i64>>,
-    pub servers: Option<Spanned<Vec<Spanned<RawServer>>>>,
+    /// The `[[pool]]` table.
+    pub at: Origin,
+    pub name: Option<Item<String>>,
+    pub balance: Option<Item<String>>,
+    pub retries: Option<Item<i64>>,
+    pub servers: Option<Item<Vec<RawServer>>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub(crate) struct RawServer {
-    pub name: Spanned<String>,
-    pub addr: Spanned<String>,
-    pub weight: Option<Spanned<i64>>,
-    #[serde(default)]
-    pub backup: bool,
+    pub name: Option<Item<String>>,
+    pub addr: Option<Item<String>>,
+    pub weight: Option<Item<i64>>,
+    pub backup: Option<Item<bool>>,
+}
+
+impl RawListener {
+    fn empty() -> Self {
+        RawListener {
+            name: None,
+            bind: None,
+            pool: None,
+        }
+    }
+}
+
+impl RawPool {
+    fn empty(at: Origin) -> Self {
+        RawPool {
+            at,
+            name: None,
+            balance: None,
+            retries: None,
+            servers: None,
+        }
+    }
+}
+
+impl RawServer {
+    fn empty() -> Self {
+        RawServer {
+            name: None,
+            addr: None,
+            weight: None,
+            backup: None,
+        }
+    }
+}
+
+/// Parses TOML text and reads it into the schema. Syntax errors (as many as
+/// the parser recovers from) and shape errors go to `report`; the result
+/// holds every value that had the right shape.
+pub(crate) fn read(text: &str, report: &mut Report) -> RawConfig {
+    let (doc, errors) = DeTable::parse_recoverable(text);
+    for e in errors {
+        let mut message = e.message().trim().to_string();
+        if let Some(key) = e.span().and_then(|s| text.get(s)).filter(|k| !k.is_empty()) {
+            if message == "duplicate key" {
+                message = format!("duplicate key `{key}`");
+            }
+        }
+        report.syntax(e.span(), message);
+    }
+    let mut reader = Reader { report };
+    reader.document(doc.get_ref())
+}
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// The parser stands an empty-spanned placeholder in for a value it could
+/// not read; its syntax error is reported already.
+fn is_placeholder(v: &Value<'_>) -> bool {
+    v.span().is_empty()
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn a_type(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+struct Reader<'r> {
+    report: &'r mut Report,
+}
+
+impl Reader<'_> {
+    fn wrong_type(&mut self, path: &str, v: &Value<'_>, expected: &str) {
+        self.report.at(
+            &Origin::Span(v.span()),
+            path,
+            format!("expected {expected}, found {}", a_type(v.get_ref())),
+        );
+    }
+
+    /// The entries of `table` whose keys are in `known`, with their dotted
+    /// paths; every other key is reported as unknown.
+    fn fields<'a, 'i>(
+        &mut self,
+        path: &str,
+        table: &'a DeTable<'i>,
+        known: &[&str],
+    ) -> Vec<(&'a str, String, &'a Value<'i>)> {
+        let mut out = Vec::new();
+        for (k, v) in table.iter() {
+            let name: &str = k.get_ref();
+            let key = join(path, name);
+            if !known.contains(&name) {
+                let expected: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+                self.report.at(
+                    &Origin::Span(k.span()),
+                    &key,
+                    format!(
+                        "unknown field `{name}`, expected one of {}",
+                        expected.join(", ")
+                    ),
+                );
+            } else if !is_placeholder(v) {
+                out.push((name, key, v));
+            }
+        }
+        out
+    }
+
+    /// Reports each of `required` that `table` lacks, against the table.
+    fn require(&mut self, path: &str, at: &Origin, table: &DeTable<'_>, required: &[&str]) {
+        for name in required {
+            if !table.iter().any(|(k, _)| k.get_ref() == name) {
+                self.report.at_document(
+                    Some(at),
+                    &join(path, name),
+                    format!("missing field `{name}`"),
+                );
+            }
+        }
+    }
+
+    fn table<'a, 'i>(&mut self, path: &str, v: &'a Value<'i>) -> Option<&'a DeTable<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => {
+                self.wrong_type(path, v, "a table");
+                None
+            }
+        }
+    }
+
+    fn array<'a, 'i>(
+        &mut self,
+        path: &str,
+        v: &'a Value<'i>,
+        expected: &str,
+    ) -> Option<&'a DeArray<'i>> {
+        match v.get_ref() {
+            DeValue::Array(a) => Some(a),
+            _ => {
+                self.wrong_type(path, v, expected);
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, path: &str, v: &Value<'_>) -> Option<Item<String>> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(Item::new(s.to_string(), Origin::Span(v.span()))),
+            _ => {
+                self.wrong_type(path, v, "a string");
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, path: &str, v: &Value<'_>) -> Option<Item<i64>> {
+        match v.get_ref() {
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => Some(Item::new(n, Origin::Span(v.span()))),
+                Err(_) => {
+                    self.report.at(
+                        &Origin::Span(v.span()),
+                        path,
+                        format!("`{i}` is out of range"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.wrong_type(path, v, "an integer");
+                None
+            }
+        }
+    }
+
+    /// A size: text such as `"32k"`, or a bare number of bytes.
+    fn size(&mut self, path: &str, v: &Value<'_>) -> Option<Item<String>> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(Item::new(s.to_string(), Origin::Span(v.span()))),
+            DeValue::Integer(i) => Some(Item::new(i.to_string(), Origin::Span(v.span()))),
+            _ => {
+                self.wrong_type(path, v, "a size (e.g. \"32k\")");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, path: &str, v: &Value<'_>) -> Option<Item<bool>> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(Item::new(*b, Origin::Span(v.span()))),
+            _ => {
+                self.wrong_type(path, v, "a boolean (true or false)");
+                None
+            }
+        }
+    }
+
+    /// The elements of an array of tables, each with its path and origin;
+    /// an element that is not a table is reported and yields `None`, and so
+    /// does a value that is not an array at all (so that what it stands for
+    /// is not also reported missing).
+    fn tables<'a, 'i>(
+        &mut self,
+        path: &str,
+        v: &'a Value<'i>,
+        expected: &str,
+    ) -> Vec<(String, Origin, Option<&'a DeTable<'i>>)> {
+        let Some(array) = self.array(path, v, expected) else {
+            return vec![(path.to_string(), Origin::Span(v.span()), None)];
+        };
+        array
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let key = format!("{path}[{i}]");
+                let table = self.table(&key, e);
+                (key, Origin::Span(e.span()), table)
+            })
+            .collect()
+    }
+
+    fn document(&mut self, doc: &DeTable<'_>) -> RawConfig {
+        let mut raw = RawConfig::default();
+        for (name, key, v) in self.fields("", doc, &["runtime", "timeouts", "listener", "pool"]) {
+            match name {
+                "runtime" => {
+                    if let Some(t) = self.table(&key, v) {
+                        raw.runtime = self.runtime(&key, t);
+                    }
+                }
+                "timeouts" => {
+                    if let Some(t) = self.table(&key, v) {
+                        raw.timeouts = self.timeouts(&key, t);
+                    }
+                }
+                "listener" => {
+                    for (key, at, t) in self.tables(&key, v, "an array of tables ([[listener]])") {
+                        raw.listeners.push(match t {
+                            Some(t) => self.listener(&key, at, t),
+                            None => RawListener::empty(),
+                        });
+                    }
+                }
+                _ => {
+                    for (key, at, t) in self.tables(&key, v, "an array of tables ([[pool]])") {
+                        raw.pools.push(match t {
+                            Some(t) => self.pool(&key, at, t),
+                            None => RawPool::empty(at),
+                        });
+                    }
+                }
+            }
+        }
+        raw
+    }
+
+    fn runtime(&mut self, path: &str, t: &DeTable<'_>) -> RawRuntime {
+        const KNOWN: &[&str] = &[
+            "shards",
+            "cpus",
+            "forward",
+            "buffer_size",
+            "buffers",
+            "pipes",
+            "pipe_size",
+            "maxconn",
+        ];
+        let mut rt = RawRuntime::default();
+        for (name, key, v) in self.fields(path, t, KNOWN) {
+            match name {
+                "shards" => rt.shards = self.integer(&key, v),
+                "cpus" => {
+                    if let Some(a) = self.array(&key, v, "an array of CPU numbers") {
+                        let cpus = a.iter().enumerate();
+                        rt.cpus = Some(
+                            cpus.filter_map(|(i, c)| self.integer(&format!("{key}[{i}]"), c))
+                                .collect(),
+                        );
+                    }
+                }
+                "forward" => rt.forward = self.string(&key, v),
+                "buffer_size" => rt.buffer_size = self.size(&key, v),
+                "buffers" => rt.buffers = self.integer(&key, v),
+                "pipes" => rt.pipes = self.integer(&key, v),
+                "pipe_size" => rt.pipe_size = self.size(&key, v),
+                _ => rt.maxconn = self.integer(&key, v),
+            }
+        }
+        rt
+    }
+
+    fn timeouts(&mut self, path: &str, t: &DeTable<'_>) -> RawTimeouts {
+        let mut out = RawTimeouts::default();
+        for (name, key, v) in self.fields(path, t, &["connect", "client_idle", "server_idle"]) {
+            let d = self.string(&key, v);
+            match name {
+                "connect" => out.connect = d,
+                "client_idle" => out.client_idle = d,
+                _ => out.server_idle = d,
+            }
+        }
+        out
+    }
+
+    fn listener(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawListener {
+        const FIELDS: &[&str] = &["name", "bind", "pool"];
+        self.require(path, &at, t, FIELDS);
+        let mut l = RawListener::empty();
+        for (name, key, v) in self.fields(path, t, FIELDS) {
+            let s = self.string(&key, v);
+            match name {
+                "name" => l.name = s,
+                "bind" => l.bind = s,
+                _ => l.pool = s,
+            }
+        }
+        l
+    }
+
+    fn pool(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawPool {
+        self.require(path, &at, t, &["name"]);
+        let mut p = RawPool::empty(at);
+        for (name, key, v) in self.fields(path, t, &["name", "balance", "retries", "servers"]) {
+            match name {
+                "name" => p.name = self.string(&key, v),
+                "balance" => p.balance = self.string(&key, v),
+                "retries" => p.retries = self.integer(&key, v),
+                _ => {
+                    let tables = self.tables(&key, v, "an array of server tables");
+                    let servers = tables
+                        .into_iter()
+                        .map(|(key, at, t)| match t {
+                            Some(t) => self.server(&key, at, t),
+                            None => RawServer::empty(),
+                        })
+                        .collect();
+                    p.servers = Some(Item::new(servers, Origin::Span(v.span())));
+                }
+            }
+        }
+        p
+    }
+
+    fn server(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawServer {
+        self.require(path, &at, t, &["name", "addr"]);
+        let mut s = RawServer::empty();
+        for (name, key, v) in self.fields(path, t, &["name", "addr", "weight", "backup"]) {
+            match name {
+                "name" => s.name = self.string(&key, v),
+                "addr" => s.addr = self.string(&key, v),
+                "weight" => s.weight = self.integer(&key, v),
+                _ => s.backup = self.boolean(&key, v),
+            }
+        }
+        s
+    }
 }
