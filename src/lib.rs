@@ -6,8 +6,11 @@
 //! - [`shard`]: the per-core loop: ring, connections, forwarding.
 //! - [`runtime`]: starting and stopping the shards.
 //! - [`net`]: socket set-up outside the ring.
+//! - [`budget`]: the connection budget derived from the open-file limit.
+//! - [`timer_wheel`]: the hierarchical timer wheel every shard schedules on.
 
 pub mod balance;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod net;

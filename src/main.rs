@@ -87,10 +87,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     runtime.ring_flags()
                 );
             }
-            let signal = signals.wait().context("waiting for a signal")?;
-            let grace = Duration::from_secs(args.grace);
-            tracing::info!("{signal:?}: stopping, open connections have {grace:?} to finish");
-            runtime.stop(grace);
+            let plan = runtime.fd_plan();
+            tracing::info!(
+                "maxconn {} ({}), up to {} pipes per shard, RLIMIT_NOFILE {}",
+                plan.maxconn,
+                if config.runtime.maxconn.is_some() {
+                    "runtime.maxconn"
+                } else {
+                    "from RLIMIT_NOFILE"
+                },
+                plan.pipes_per_shard,
+                plan.nofile
+            );
+            // Wait for a stop signal, looking every quarter second for a
+            // shard that stopped on its own (see shard/driver.rs).
+            let failure = loop {
+                if let Some(signal) = wait_signal(&signals, Duration::from_millis(250)) {
+                    let grace = Duration::from_secs(args.grace);
+                    tracing::info!(
+                        "{signal:?}: stopping, open connections have {grace:?} to finish"
+                    );
+                    runtime.stop(grace);
+                    break None;
+                }
+                if let Some(f) = runtime.failure() {
+                    let grace = Duration::from_secs(args.grace);
+                    tracing::error!(
+                        "shard {} failed: {}; stopping (open connections on the other shards have {grace:?} to finish) and exiting with an error so a supervisor restarts ringlb",
+                        f.shard,
+                        f.reason
+                    );
+                    runtime.stop(grace);
+                    break Some(f);
+                }
+            };
             let c = runtime.counters();
             tracing::info!(
                 "stopped: {} connections accepted, {} unserved, {} connect failures",
@@ -98,7 +128,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c.unserved,
                 c.connect_failures
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(if failure.is_some() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
+    }
+}
+
+/// Waits up to `timeout` for one of the blocked `signals`.
+fn wait_signal(signals: &SigSet, timeout: Duration) -> Option<Signal> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: sigtimedwait reads the set and the timespec we pass and
+    // writes no info (null); both outlive the call.
+    let n = unsafe { libc::sigtimedwait(signals.as_ref(), std::ptr::null_mut(), &ts) };
+    if n > 0 {
+        Signal::try_from(n).ok()
+    } else {
+        None
     }
 }

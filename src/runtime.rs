@@ -1,6 +1,8 @@
-//! Starting and stopping the data plane: binds every listener once per
-//! shard, starts one pinned thread per shard, and keeps the control side's
-//! links to them (command queues, counters).
+//! Starting, watching and stopping the data plane: derives the connection
+//! budget from the open-file limit, binds every listener once per shard,
+//! starts one pinned thread per shard, keeps the control side's links to
+//! them (command queues, counters), and notices a shard that stopped on its
+//! own (see the failure policy in `shard/driver.rs`).
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -10,27 +12,31 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
+use uring_kit::{RingError, RingFlags};
 
+use crate::budget::{self, BudgetError, ConnBudget, FdPlan};
 use crate::config::Config;
 use crate::net::{bind_reuseport_group, close_fd};
 use crate::pool::Pools;
-use crate::shard::{
-    ring, Command, Counters, RingError, RingFlags, Shard, ShardLink, ShardSpec, ShardStats,
-};
+use crate::shard::{Command, Counters, Shard, ShardInitError, ShardLink, ShardSpec, ShardStats};
 
 /// Why the data plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Ring(#[from] RingError),
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
+    #[error("cannot read the open-file limit: {0}")]
+    Rlimit(std::io::Error),
     #[error("cannot listen on {addr} (listener `{name}`): {source}")]
     Bind {
         name: String,
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot register the provided-buffer ring: {0}")]
-    Buffers(std::io::Error),
+    #[error("shard {0}: {1}")]
+    Shard(usize, ShardInitError),
     #[error("cannot create the shard's eventfd: {0}")]
     EventFd(std::io::Error),
     #[error("cannot start a shard thread: {0}")]
@@ -46,24 +52,51 @@ pub struct BoundListener {
     pub addr: SocketAddr,
 }
 
+/// A shard that stopped on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardFailure {
+    pub shard: usize,
+    pub reason: String,
+}
+
 /// The running data plane.
 pub struct Runtime {
     links: Vec<ShardLink>,
     threads: Vec<JoinHandle<()>>,
     listeners: Vec<BoundListener>,
     pools: Arc<Pools>,
+    budget: Arc<ConnBudget>,
+    fd_plan: FdPlan,
     ring_flags: RingFlags,
+    recv_limit: bool,
+    stopping: bool,
 }
 
 impl Runtime {
     /// Binds the listeners and starts the shards. Returns once every shard
     /// has its ring and is accepting.
     pub fn start(config: &Config) -> Result<Runtime, StartError> {
-        ring::probe()?;
+        uring_kit::probe()?;
         // SAFETY: ignoring SIGPIPE process-wide: a write to a closed peer
         // (splice(2) has no MSG_NOSIGNAL) must be an EPIPE, not a kill.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
         let shards = config.runtime.shards.max(1);
+        let nofile = budget::raise_nofile().map_err(StartError::Rlimit)?;
+        let fd_plan = budget::plan(
+            nofile,
+            shards,
+            config.listeners.len(),
+            config.runtime.pipes,
+            config.runtime.maxconn,
+        )?;
+        let budget = Arc::new(ConnBudget::new(fd_plan.maxconn));
+        let recv_limit = uring_kit::ops::recv_multishot_limit_supported();
+        if !recv_limit {
+            tracing::info!(
+                "this kernel cannot end a multishot receive at a byte limit (6.15+): \
+                 a direction's buffers are capped by cancelling its receive instead"
+            );
+        }
         let pools = Pools::from_config(config);
         // per_shard[i]: shard i's listening fd for each listener, with its pool.
         let mut per_shard: Vec<Vec<(RawFd, usize)>> = vec![Vec::new(); shards];
@@ -97,7 +130,11 @@ impl Runtime {
             threads: Vec::new(),
             listeners,
             pools: pools.clone(),
+            budget: budget.clone(),
+            fd_plan,
             ring_flags: RingFlags::Plain,
+            recv_limit,
+            stopping: false,
         };
         let mut per_shard = per_shard.into_iter();
         for (id, cpu) in cpus.into_iter().enumerate() {
@@ -116,12 +153,14 @@ impl Runtime {
                 id,
                 listeners: shard_listeners,
                 pools: pools.clone(),
+                budget: budget.clone(),
                 timeouts: config.timeouts,
                 forward: config.runtime.forward,
                 buffer_size: config.runtime.buffer_size,
                 buffers: config.runtime.buffers,
-                pipes: config.runtime.pipes,
+                pipes: fd_plan.pipes_per_shard,
                 pipe_size: config.runtime.pipe_size,
+                recv_limit,
                 commands: commands.clone(),
                 wake,
                 stats: stats.clone(),
@@ -129,7 +168,7 @@ impl Runtime {
             runtime.links.push(ShardLink {
                 commands,
                 wake,
-                stats,
+                stats: stats.clone(),
             });
             let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()
@@ -143,12 +182,15 @@ impl Runtime {
                     match Shard::new(spec) {
                         Ok((shard, flags)) => {
                             let _ = ready.send(Ok(flags));
-                            shard.run();
+                            if let Err(e) = shard.run() {
+                                stats.fail(e.to_string());
+                            }
                         }
                         Err(e) => {
-                            let _ = ready.send(Err(e));
+                            let _ = ready.send(Err(StartError::Shard(id, e)));
                         }
                     }
+                    stats.mark_exited();
                 })
                 .map_err(|e| {
                     close_all(&per_shard.clone().collect::<Vec<_>>());
@@ -194,6 +236,21 @@ impl Runtime {
         self.ring_flags
     }
 
+    /// How the open-file limit is spent (the connection budget, pipes).
+    pub fn fd_plan(&self) -> FdPlan {
+        self.fd_plan
+    }
+
+    /// Pairs open now against `maxconn`, over all shards.
+    pub fn budget(&self) -> &ConnBudget {
+        &self.budget
+    }
+
+    /// Whether the kernel ends multishot receives at a byte limit.
+    pub fn recv_limit(&self) -> bool {
+        self.recv_limit
+    }
+
     /// Counters of each shard.
     pub fn shard_counters(&self) -> Vec<Counters> {
         self.links.iter().map(|l| l.stats.read()).collect()
@@ -202,20 +259,42 @@ impl Runtime {
     /// Counters summed over the shards.
     pub fn counters(&self) -> Counters {
         let mut total = Counters::default();
-        for c in self.shard_counters() {
-            total.add(&c);
+        for l in &self.links {
+            total.add(&l.stats.read());
         }
         total
+    }
+
+    /// A shard that stopped without being asked to (its ring failed, or
+    /// its thread panicked), if any.
+    pub fn failure(&self) -> Option<ShardFailure> {
+        if self.stopping {
+            return None;
+        }
+        self.links
+            .iter()
+            .zip(&self.threads)
+            .enumerate()
+            .find(|(_, (link, thread))| link.stats.exited() || thread.is_finished())
+            .map(|(shard, (link, _))| ShardFailure {
+                shard,
+                reason: link
+                    .stats
+                    .failure()
+                    .unwrap_or("its thread ended unexpectedly (a panic)")
+                    .to_string(),
+            })
     }
 
     /// Stops accepting, lets open pairs finish for up to `grace`, and waits
     /// for every shard thread to end. Counters stay readable.
     pub fn stop(&mut self, grace: Duration) {
-        for link in &self.links {
+        self.stopping = true;
+        for (link, thread) in self.links.iter().zip(&self.threads) {
             if link.wake < 0 {
                 continue;
             }
-            while !link.send(Command::Stop { grace }) {
+            while !thread.is_finished() && !link.send(Command::Stop { grace }) {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }

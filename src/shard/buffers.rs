@@ -1,8 +1,14 @@
 //! The shard's provided-buffer ring (`IORING_REGISTER_PBUF_RING`).
 //!
 //! A receive names the group instead of a buffer; the kernel picks a buffer
-//! only when data arrives, so an idle connection holds none. A buffer goes
-//! back to the ring once its bytes have been sent on.
+//! only when data arrives, so an idle connection holds none. The kernel's
+//! choice reaches us as a buffer id in the completion, which
+//! [`BufferRing::take`] turns into a [`BufId`]: an owned, non-copyable
+//! handle. Giving a buffer back consumes its handle, so a buffer cannot be
+//! returned twice through safe code (a double give-back would let the kernel
+//! hand the same memory to two receives). Debug builds also check, with one
+//! bit per buffer, that the kernel never hands out a buffer that was not in
+//! the ring.
 
 use std::io;
 use std::ptr::NonNull;
@@ -14,6 +20,24 @@ use io_uring::IoUring;
 /// The buffer group id of every shard's ring (one group per ring).
 pub const GROUP: u16 = 0;
 
+/// One provided buffer lent out of the ring. Not `Clone`: whoever holds it
+/// owns the buffer until [`BufferRing::give_back`] consumes it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BufId(u16);
+
+impl BufId {
+    /// The buffer's index in the ring.
+    pub fn index(&self) -> u16 {
+        self.0
+    }
+
+    /// A handle for unit tests of code that only moves handles around.
+    #[cfg(test)]
+    pub fn for_test(bid: u16) -> BufId {
+        BufId(bid)
+    }
+}
+
 pub struct BufferRing {
     entries: NonNull<BufRingEntry>,
     entries_len: usize,
@@ -22,8 +46,11 @@ pub struct BufferRing {
     count: u16,
     size: usize,
     tail: u16,
-    /// Buffers currently lent to the kernel or to a send.
+    /// Buffers lent out of the ring now.
     in_use: usize,
+    /// Debug builds: which buffers are in the ring (bit set) or lent out.
+    #[cfg(debug_assertions)]
+    in_ring: Vec<u64>,
 }
 
 fn map(len: usize) -> io::Result<NonNull<u8>> {
@@ -70,6 +97,8 @@ impl BufferRing {
             size,
             tail: 0,
             in_use: count,
+            #[cfg(debug_assertions)]
+            in_ring: vec![0; count.div_ceil(64)],
         };
         // SAFETY: the entries array stays mapped until `Drop`, which runs
         // after the ring it is registered with is gone (the shard drops its
@@ -83,7 +112,7 @@ impl BufferRing {
             )?;
         }
         for bid in 0..count as u16 {
-            br.give_back(bid);
+            br.give_back(BufId(bid));
         }
         Ok(br)
     }
@@ -100,26 +129,63 @@ impl BufferRing {
         self.in_use
     }
 
-    /// Marks buffer `bid` as taken by a completed receive.
-    pub fn taken(&mut self) {
-        self.in_use += 1;
+    /// Buffers in the ring now, free for the kernel to pick.
+    pub fn free(&self) -> usize {
+        self.count() - self.in_use
     }
 
-    /// Start of buffer `bid`.
-    pub fn ptr(&self, bid: u16) -> *mut u8 {
-        debug_assert!(bid < self.count);
+    /// Takes ownership of buffer `bid`, which a completion says the kernel
+    /// filled.
+    pub fn take(&mut self, bid: u16) -> BufId {
+        debug_assert!(bid < self.count, "buffer id {bid} out of range");
+        #[cfg(debug_assertions)]
+        {
+            let (w, b) = (usize::from(bid) / 64, bid % 64);
+            assert!(
+                self.in_ring[w] & (1 << b) != 0,
+                "the kernel handed out buffer {bid}, which was not in the ring"
+            );
+            self.in_ring[w] &= !(1 << b);
+        }
+        self.in_use += 1;
+        BufId(bid)
+    }
+
+    /// Start of buffer `buf`.
+    pub fn ptr(&self, buf: &BufId) -> *mut u8 {
+        // SAFETY: a `BufId` only exists for an index below `count`, so the
+        // offset stays inside the mapping.
+        unsafe { self.memory.as_ptr().add(usize::from(buf.0) * self.size) }
+    }
+
+    /// Start of the buffer with index `bid` (for a send of a buffer that a
+    /// direction holds by its [`BufId`]).
+    pub fn ptr_at(&self, bid: u16) -> *mut u8 {
+        assert!(bid < self.count, "buffer id {bid} out of range");
         // SAFETY: bid < count, so the offset stays inside the mapping.
         unsafe { self.memory.as_ptr().add(usize::from(bid) * self.size) }
     }
 
-    /// Returns buffer `bid` to the kernel.
-    pub fn give_back(&mut self, bid: u16) {
+    /// Returns a buffer to the kernel. The caller must be done with its
+    /// bytes and no operation may still be using it.
+    pub fn give_back(&mut self, buf: BufId) {
+        let bid = buf.0;
+        #[cfg(debug_assertions)]
+        {
+            let (w, b) = (usize::from(bid) / 64, bid % 64);
+            assert!(
+                self.in_ring[w] & (1 << b) == 0,
+                "buffer {bid} given back twice"
+            );
+            self.in_ring[w] |= 1 << b;
+        }
         let mask = self.count - 1;
+        let addr = self.ptr(&buf) as u64;
         // SAFETY: the index is masked into the entries array, which is mapped
         // and which the kernel only reads up to the published tail.
         unsafe {
             let entry = &mut *self.entries.as_ptr().add(usize::from(self.tail & mask));
-            entry.set_addr(self.ptr(bid) as u64);
+            entry.set_addr(addr);
             entry.set_len(self.size as u32);
             entry.set_bid(bid);
         }
@@ -131,6 +197,12 @@ impl BufferRing {
             (*tail).store(self.tail, Ordering::Release);
         }
         self.in_use -= 1;
+    }
+
+    /// Leaves the mappings in place forever: for a shard that stops while the
+    /// kernel may still use them (its ring could not be drained).
+    pub fn leak(self) {
+        std::mem::forget(self);
     }
 }
 

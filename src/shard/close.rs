@@ -1,106 +1,112 @@
 //! Ending a pair: stop what is in flight (cancel by fd), wait for every
-//! outstanding completion, then close both fds through the ring and free the
-//! slot under a new generation.
+//! outstanding completion, then close both fds and free the slot under a
+//! new generation.
+//!
+//! A pair ends with a clean FIN only if every byte it took from one side
+//! reached the other. Bytes still in a direction's outbox or pipe when the
+//! pair finishes, and data that completions bring in after the close was
+//! decided (a multishot receive, a ring splice), are lost: the close then
+//! becomes a reset (SO_LINGER 0) on both sides, so no peer mistakes a cut
+//! stream for a complete one.
 
 use io_uring::opcode;
 use io_uring::types::{CancelBuilder, Fd};
 
-use super::conn::{ConnState, DirMode, DirState};
-use super::token::{Op, Token, GEN_MASK};
+use super::pair::PairState;
+use super::token::{Op, Tag};
 use super::Shard;
-use crate::net::set_reset_on_close;
+use crate::config::ForwardMode;
+use crate::net::{close_fd, set_reset_on_close};
 
 impl Shard {
     /// Ends the pair with RST on both sides (an error or reset on one side).
     pub(super) fn abort(&mut self, slot: usize) {
-        self.conns[slot].reset = true;
+        self.pairs[slot].reset = true;
         self.close(slot);
     }
 
     /// Ends the pair: cancels its operations in flight; the fds close once
     /// the last completion is in.
     pub(super) fn close(&mut self, slot: usize) {
-        let c = &mut self.conns[slot];
-        if c.state == ConnState::Closing || c.state == ConnState::Free {
-            return;
+        let p = &mut self.pairs[slot];
+        match p.state {
+            PairState::Closing | PairState::Free => return,
+            PairState::Waiting => self.counters.waiting -= 1,
+            PairState::Connecting | PairState::Forwarding => {}
         }
-        c.state = ConnState::Closing;
-        // Bytes accepted from one side and not yet delivered to the other
-        // are lost: the peer must see a reset, never a clean end.
-        if c.dirs
-            .iter()
-            .any(|d| d.sending || !d.queue.is_empty() || d.pipe_bytes > 0)
-        {
-            c.reset = true;
+        p.state = PairState::Closing;
+        if p.dirs.iter().any(|d| d.undelivered() > 0) {
+            p.reset = true;
         }
-        if c.inflight > 0 {
-            let ring_splice = c.dirs.iter().any(|d| d.mode == DirMode::SpliceRing);
-            let generation = c.generation;
-            for fd in [c.client, c.server] {
+        if p.inflight > 0 {
+            let generation = p.generation;
+            for fd in [p.client, p.server] {
                 if fd < 0 {
                     continue;
                 }
-                if ring_splice {
+                if self.forward == ForwardMode::SpliceRing {
                     // A splice blocked in an io-wq worker wakes on shutdown.
                     // SAFETY: plain shutdown(2) on an fd of this pair.
                     unsafe { libc::shutdown(fd, libc::SHUT_RD) };
                 }
-                self.conns[slot].inflight += 1;
+                self.pairs[slot].inflight += 1;
                 let entry = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
                     .build()
-                    .user_data(Token::new(Op::Cancel, slot as u32, generation, 0).encode());
+                    .user_data(Tag::new(Op::Cancel, slot as u32, generation, 0).encode());
                 // SAFETY: no pointers.
-                unsafe { self.push(entry) };
+                unsafe { self.push(&[entry]) };
             }
         }
         self.maybe_finish(slot);
     }
 
-    /// Settles what a completion that arrives while closing still holds.
-    pub(super) fn drop_completion(&mut self, slot: usize, token: Token, result: i32, flags: u32) {
-        match token.op {
+    /// A completion for a pair that is closing: settle what it carries.
+    pub(super) fn on_closing_completion(
+        &mut self,
+        slot: usize,
+        op: Op,
+        d: usize,
+        result: i32,
+        flags: u32,
+    ) {
+        match op {
             Op::Recv if result > 0 => {
                 if let Some(bid) = io_uring::cqueue::buffer_select(flags) {
-                    self.buffers.taken();
-                    self.give_back_buffer(bid);
+                    let buf = self.buffers().take(bid);
+                    self.buffers().give_back(buf);
                 }
+                // Bytes read from one side that will never reach the other.
+                self.pairs[slot].reset = true;
             }
-            Op::Send => {
-                let dir = &mut self.conns[slot].dirs[token.dir];
-                dir.sending = false;
-                let bid = dir.buf;
-                self.give_back_buffer(bid);
-            }
-            Op::SpliceIn if result > 0 => {
-                self.conns[slot].dirs[token.dir].pipe_bytes += result as usize
-            }
-            Op::SpliceOut if result > 0 => {
-                self.conns[slot].dirs[token.dir].pipe_bytes -= result as usize
-            }
+            Op::Send => self.pairs[slot].dirs[d].sent_while_closing(result),
+            Op::SpliceIn => self.pairs[slot].dirs[d].ring_spliced_while_closing(true, result),
+            Op::SpliceOut => self.pairs[slot].dirs[d].ring_spliced_while_closing(false, result),
             _ => {}
         }
+        self.maybe_finish(slot);
     }
 
     pub(super) fn maybe_finish(&mut self, slot: usize) {
-        let c = &self.conns[slot];
-        if c.state == ConnState::Closing && c.inflight == 0 {
+        let p = &self.pairs[slot];
+        if p.state == PairState::Closing && p.inflight == 0 {
             self.finish(slot);
         }
     }
 
+    /// Frees everything the pair holds; nothing is in flight for it.
     fn finish(&mut self, slot: usize) {
-        let c = &mut self.conns[slot];
-        let (client, server, reset) = (c.client, c.server, c.reset);
+        let p = &mut self.pairs[slot];
+        if p.dirs.iter().any(|d| d.undelivered() > 0) {
+            p.reset = true;
+        }
+        let (client, server, reset) = (p.client, p.server, p.reset);
         for d in 0..2 {
-            let dir = &mut self.conns[slot].dirs[d];
-            dir.state = DirState::Done;
-            let queued = std::mem::take(&mut dir.queue);
-            if let Some(p) = dir.pipe.take() {
-                let empty = dir.pipe_bytes == 0;
-                self.pipes.release(p, empty);
+            let (bufs, pipe) = self.pairs[slot].dirs[d].release();
+            for b in bufs {
+                self.buffers().give_back(b);
             }
-            for (bid, _) in queued {
-                self.give_back_buffer(bid);
+            if let Some((pipe, bytes)) = pipe {
+                self.pipes.release(pipe, bytes == 0);
             }
         }
         for fd in [client, server] {
@@ -110,20 +116,35 @@ impl Shard {
             if reset {
                 set_reset_on_close(fd);
             }
+            if self.fatal.is_some() {
+                close_fd(fd);
+                continue;
+            }
             let entry = opcode::Close::new(Fd(fd))
                 .build()
-                .user_data(Token::new(Op::Ignore, 0, 0, 0).encode());
+                .user_data(Tag::new(Op::Ignore, 0, 0, 0).encode());
             // SAFETY: no pointers; nothing is in flight on this fd any more.
-            unsafe { self.push(entry) };
+            unsafe { self.push(&[entry]) };
         }
         self.release_server(slot);
-        let c = &mut self.conns[slot];
-        c.client = -1;
-        c.server = -1;
-        c.state = ConnState::Free;
-        c.generation = (c.generation + 1) & GEN_MASK;
+        let p = &mut self.pairs[slot];
+        if p.budgeted {
+            p.budgeted = false;
+            self.budget.release();
+        }
+        if let Some(key) = p.timer.take() {
+            self.timers.cancel(key);
+        }
+        p.client = -1;
+        p.server = -1;
+        p.state = PairState::Free;
+        p.generation = uring_kit::token::next_generation(p.generation);
         self.free.push(slot as u32);
         self.counters.active -= 1;
         self.counters.closed += 1;
+        if reset {
+            self.counters.resets += 1;
+        }
+        self.pair_freed = true;
     }
 }

@@ -1,125 +1,188 @@
 //! Connecting a pair to a server: pick one, connect through the ring bounded
 //! by the connect timeout (a linked timeout), and on failure redispatch to
-//! another server up to the pool's `retries`.
+//! another server up to the pool's `retries`, then reset the client.
+//!
+//! A server is blamed only for what it did: a failed or timed-out connect.
+//! A server socket that cannot be created for lack of fds or memory is the
+//! process's shortage: the client waits for an fd (`accept.rs`) and no
+//! server is marked tried. Redispatch is a loop, not a recursion.
 
+use std::fmt;
 use std::sync::atomic::Ordering;
 
 use io_uring::opcode;
 use io_uring::squeue::Flags;
 use io_uring::types::Fd;
 
-use super::conn::{ConnState, DOWN, UP};
-use super::token::{Op, Token};
+use super::direction::Event;
+use super::log_limit::LogKind;
+use super::pair::{PairState, DOWN, UP};
+use super::token::{Op, Tag};
 use super::Shard;
 use crate::balance;
+use crate::config::ForwardMode;
 use crate::net::{close_fd, server_socket};
 
-impl Shard {
-    /// Picks a server for `slot` and submits the connect.
-    pub(super) fn connect(&mut self, slot: usize) {
-        let c = &mut self.conns[slot];
-        let pool = &self.pools.pools[c.pool];
-        let Some(si) = balance::choose(self.balancers[c.pool].as_mut(), pool, c.tried) else {
-            tracing::warn!(shard = self.id, pool = %pool.name, "no server can take a connection");
-            self.counters.unserved += 1;
-            self.abort(slot);
-            return;
-        };
-        let server = &pool.servers[si];
-        c.attempts += 1;
-        let fd = match server_socket(&server.addr) {
-            Ok(fd) => fd,
-            Err(e) => {
-                tracing::warn!(shard = self.id, server = %server.name, "cannot create a socket: {e}");
-                c.tried |= 1u64.checked_shl(si as u32).unwrap_or(0);
-                self.after_failed_connect(slot);
-                return;
-            }
-        };
-        if self.forward == crate::config::ForwardMode::SpliceRing {
-            // IORING_OP_SPLICE on a non-blocking socket would spin in io-wq.
-            // SAFETY: fcntl on an fd we just created.
-            unsafe {
-                let fl = libc::fcntl(fd, libc::F_GETFL);
-                libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
-            }
+/// Why a connect failed, shown without allocating.
+struct ConnectError(i32);
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == -libc::ECANCELED {
+            f.write_str("connect timeout")
+        } else {
+            write!(f, "{}", std::io::Error::from_raw_os_error(-self.0))
         }
-        c.server = fd;
-        c.server_index = Some(si);
-        self.local_active[c.pool][si] += 1;
-        server.live.active.fetch_add(1, Ordering::Relaxed);
-        c.inflight += 2;
-        let generation = c.generation;
-        let connect = opcode::Connect::new(
-            Fd(fd),
-            server.sockaddr.as_ptr().cast(),
-            server.sockaddr.len(),
-        )
-        .build()
-        .flags(Flags::IO_LINK)
-        .user_data(Token::new(Op::Connect, slot as u32, generation, 0).encode());
-        let timeout = opcode::LinkTimeout::new(&*self.connect_timeout)
-            .build()
-            .user_data(Token::new(Op::ConnectTimeout, slot as u32, generation, 0).encode());
-        // SAFETY: the sockaddr lives in the pools snapshot, which the shard
-        // holds (Arc) for its whole life; the timespec is boxed in the shard.
-        unsafe { self.push_all(&[connect, timeout]) };
+    }
+}
+
+fn is_resource_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+impl Shard {
+    /// Picks a server for `slot` and submits the connect; on a server
+    /// socket that cannot be made, tries the next server.
+    pub(super) fn connect(&mut self, slot: usize) {
+        loop {
+            let p = &self.pairs[slot];
+            let pool_i = p.pool as usize;
+            let Some(si) = balance::choose(
+                self.balancers[pool_i].as_mut(),
+                &self.pools.pools[pool_i],
+                p.tried,
+            ) else {
+                self.give_up(slot);
+                return;
+            };
+            let server = &self.pools.pools[pool_i].servers[si];
+            let fd = match server_socket(&server.addr) {
+                Ok(fd) => fd,
+                Err(e) if is_resource_error(&e) => {
+                    self.wait_for_fds(slot, &e);
+                    return;
+                }
+                Err(e) => {
+                    if self.log.admit(LogKind::SocketError, self.now) {
+                        tracing::warn!(shard = self.id, server = %server.name, "cannot create a socket: {e}");
+                    }
+                    self.arm_log_summary();
+                    let p = &mut self.pairs[slot];
+                    p.mark_tried(si);
+                    p.attempts += 1;
+                    if !self.may_retry(slot) {
+                        self.give_up(slot);
+                        return;
+                    }
+                    self.counters.redispatches += 1;
+                    continue;
+                }
+            };
+            if self.forward == ForwardMode::SpliceRing {
+                // IORING_OP_SPLICE on a non-blocking socket would spin in io-wq.
+                // SAFETY: fcntl on an fd we just created.
+                unsafe {
+                    let fl = libc::fcntl(fd, libc::F_GETFL);
+                    libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+                }
+            }
+            server.live.active.fetch_add(1, Ordering::Relaxed);
+            let (addr, addr_len) = (server.sockaddr.as_ptr(), server.sockaddr.len());
+            self.local_active[pool_i][si] += 1;
+            let p = &mut self.pairs[slot];
+            p.server = fd;
+            p.server_index = Some(si as u32);
+            p.attempts += 1;
+            p.state = PairState::Connecting;
+            p.inflight += 2;
+            let generation = p.generation;
+            let connect = opcode::Connect::new(Fd(fd), addr.cast(), addr_len)
+                .build()
+                .flags(Flags::IO_LINK)
+                .user_data(Tag::new(Op::Connect, slot as u32, generation, 0).encode());
+            let timeout = opcode::LinkTimeout::new(&*self.connect_timeout)
+                .build()
+                .user_data(Tag::new(Op::ConnectTimeout, slot as u32, generation, 0).encode());
+            // SAFETY: the sockaddr lives in the pools snapshot, which the
+            // shard holds (Arc) for its whole life; the timespec is boxed in
+            // the shard.
+            unsafe { self.push(&[connect, timeout]) };
+            return;
+        }
     }
 
     pub(super) fn on_connect(&mut self, slot: usize, result: i32) {
-        let c = &mut self.conns[slot];
-        debug_assert_eq!(c.state, ConnState::Connecting);
-        let si = c.server_index.expect("connecting without a server");
-        let server = &self.pools.pools[c.pool].servers[si];
+        let p = &mut self.pairs[slot];
+        debug_assert_eq!(p.state, PairState::Connecting);
+        let si = p.server_index.expect("connecting without a server") as usize;
+        let pool_i = p.pool as usize;
+        let server = &self.pools.pools[pool_i].servers[si];
         if result == 0 {
             server.live.connections.fetch_add(1, Ordering::Relaxed);
-            c.state = ConnState::Forwarding;
-            c.server_seen = self.now;
-            c.client_seen = self.now;
-            self.start_dir(slot, UP);
-            self.start_dir(slot, DOWN);
+            p.state = PairState::Forwarding;
+            p.server_seen = self.now;
+            p.client_seen = self.now;
+            self.step(slot, UP, Event::Start);
+            self.step(slot, DOWN, Event::Start);
             return;
         }
         server.live.connect_failures.fetch_add(1, Ordering::Relaxed);
         self.counters.connect_failures += 1;
-        let why = if result == -libc::ECANCELED {
-            "connect timeout".to_string()
-        } else {
-            std::io::Error::from_raw_os_error(-result).to_string()
-        };
-        tracing::debug!(shard = self.id, server = %server.name, addr = %server.addr, "connect failed: {why}");
-        c.tried |= 1u64.checked_shl(si as u32).unwrap_or(0);
-        close_fd(c.server);
-        c.server = -1;
+        if self.log.admit(LogKind::ConnectFailed, self.now) {
+            tracing::warn!(
+                shard = self.id,
+                server = %server.name,
+                addr = %server.addr,
+                "connect failed: {}",
+                ConnectError(result)
+            );
+        }
+        close_fd(p.server);
+        p.server = -1;
+        p.mark_tried(si);
+        self.arm_log_summary();
         self.release_server(slot);
-        self.after_failed_connect(slot);
-    }
-
-    /// Redispatches to another server, or gives up on the client.
-    fn after_failed_connect(&mut self, slot: usize) {
-        let c = &self.conns[slot];
-        let retries = self.pools.pools[c.pool].retries;
-        if c.attempts <= retries {
+        if self.may_retry(slot) {
             self.counters.redispatches += 1;
             self.connect(slot);
         } else {
+            self.give_up(slot);
+        }
+    }
+
+    /// Whether the pair may try another server.
+    fn may_retry(&self, slot: usize) -> bool {
+        let p = &self.pairs[slot];
+        p.attempts <= self.pools.pools[p.pool as usize].retries
+    }
+
+    /// No server could take the client: it is reset, never left connected
+    /// to nothing.
+    fn give_up(&mut self, slot: usize) {
+        self.counters.unserved += 1;
+        if self.log.admit(LogKind::NoServer, self.now) {
+            let p = &self.pairs[slot];
             tracing::warn!(
                 shard = self.id,
-                pool = %self.pools.pools[c.pool].name,
-                attempts = c.attempts,
-                "no server reachable; closing the client"
+                pool = %self.pools.pools[p.pool as usize].name,
+                attempts = p.attempts,
+                "no server could take a client; closing it with a reset"
             );
-            self.counters.unserved += 1;
-            self.abort(slot);
         }
+        self.arm_log_summary();
+        self.abort(slot);
     }
 
     /// Takes the pair off its server's counts.
     pub(super) fn release_server(&mut self, slot: usize) {
-        let c = &mut self.conns[slot];
-        if let Some(si) = c.server_index.take() {
-            self.local_active[c.pool][si] -= 1;
-            self.pools.pools[c.pool].servers[si]
+        let p = &mut self.pairs[slot];
+        if let Some(si) = p.server_index.take() {
+            let (pool, si) = (p.pool as usize, si as usize);
+            self.local_active[pool][si] -= 1;
+            self.pools.pools[pool].servers[si]
                 .live
                 .active
                 .fetch_sub(1, Ordering::Relaxed);

@@ -1,20 +1,31 @@
 //! A shard: one pinned thread that owns one io_uring, its own listening
-//! socket per listener (SO_REUSEPORT), its own connection table, buffer ring
-//! and pipe pool. Nothing here is shared with other shards but the pools'
-//! live counters and a command queue from the control side.
+//! socket per listener (SO_REUSEPORT), its own pair table, buffer ring, pipe
+//! pool and timer wheel. Nothing here is shared with other shards but the
+//! pools' live counters, the process's connection budget, and a command
+//! queue from the control side.
 //!
-//! The loop is: submit what is queued and wait for at least one completion
-//! (one `io_uring_enter`), handle every completion, publish counters.
+//! - `driver.rs`: the loop, dispatching completions, stopping, failing.
+//! - `accept.rs`: listeners, the budget, clients waiting for it.
+//! - `timers.rs`: everything the shard schedules, on one wheel.
+//! - `pair.rs` / `direction.rs`: a pair's state and each direction's
+//!   state machine; `connect.rs`, `forward.rs`, `close.rs` drive them.
+//! - `buffers.rs`, `pipes.rs`, `slab.rs`: the resources a shard owns.
+//! - `log_limit.rs`: data-path logging that cannot flood.
+//! - `stats.rs`: counters published to the control side.
 
+mod accept;
 mod buffers;
 mod close;
-mod conn;
 mod connect;
+mod direction;
+mod driver;
 mod forward;
+mod log_limit;
+mod pair;
 mod pipes;
-pub mod ring;
 mod slab;
 mod stats;
+mod timers;
 mod token;
 
 use std::collections::VecDeque;
@@ -23,20 +34,30 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use io_uring::types::{CancelBuilder, Fd, Timespec};
-use io_uring::{cqueue, opcode, squeue, IoUring};
+use io_uring::squeue;
+use io_uring::types::Timespec;
+use uring_kit::{Completion, Ring, RingError, RingFlags};
 
 use crate::balance::{self, Balancer};
+use crate::budget::ConnBudget;
 use crate::config::{ForwardMode, Timeouts};
 use crate::net::close_fd;
 use crate::pool::Pools;
+use crate::timer_wheel::{TimerKey, TimerWheel};
+use accept::Listener;
 use buffers::BufferRing;
-use conn::{Conn, ConnState};
+pub use driver::ShardError;
+use log_limit::LogLimiter;
 use pipes::PipePool;
-pub use ring::{RingError, RingFlags};
 use slab::Slab;
 pub use stats::{Counters, ShardStats};
-use token::{Op, Token};
+use timers::Timer;
+
+/// Submission queue entries per ring; the completion queue is four times larger.
+pub const SQ_ENTRIES: u32 = 4096;
+
+/// The resolution of a shard's timers.
+pub const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// What the control side can ask of a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +68,7 @@ pub enum Command {
 }
 
 /// The control side's end of a shard: its command queue, the eventfd that
-/// wakes it, and its published counters.
+/// wakes it, and its published counters and exit report.
 pub struct ShardLink {
     pub commands: Arc<ArrayQueue<Command>>,
     pub wake: RawFd,
@@ -73,64 +94,81 @@ pub struct ShardSpec {
     /// This shard's listening fd for each listener, and the pool it feeds.
     pub listeners: Vec<(RawFd, usize)>,
     pub pools: Arc<Pools>,
+    pub budget: Arc<ConnBudget>,
     pub timeouts: Timeouts,
     pub forward: ForwardMode,
     pub buffer_size: usize,
     pub buffers: usize,
     pub pipes: usize,
     pub pipe_size: usize,
+    /// The kernel ends a multishot receive at a byte limit.
+    pub recv_limit: bool,
     pub commands: Arc<ArrayQueue<Command>>,
     pub wake: RawFd,
     pub stats: Arc<ShardStats>,
 }
 
-struct Listener {
-    fd: RawFd,
-    pool: usize,
-    /// A multishot accept is in flight.
-    armed: bool,
-    /// Accepting paused (fd or memory exhaustion) until then.
-    paused_until: Option<Instant>,
+/// Why a shard could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardInitError {
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error("cannot register the provided-buffer ring: {0}")]
+    Buffers(std::io::Error),
 }
 
 pub struct Shard {
-    // Declared first so it is dropped first: the kernel must be done with the
-    // buffer ring, the eventfd buffer and the timespecs before they go.
-    ring: IoUring,
-    buffers: BufferRing,
+    // Declared first so it is dropped first: the kernel must be done with
+    // the buffer ring, the eventfd buffer and the timespec before they go.
+    ring: Ring,
+    /// `None` only after a failed stop left it to the kernel (leaked).
+    buffers: Option<BufferRing>,
     pipes: PipePool,
-    conns: Slab,
+    pairs: Slab,
     free: Vec<u32>,
     pools: Arc<Pools>,
     balancers: Vec<Box<dyn Balancer>>,
     /// This shard's exact count of its own pairs per pool and server; the
-    /// servers' live atomics hold the sum over shards.
+    /// servers' live atomics hold the sum over shards. Checked against them
+    /// when the shard ends, and what is left is taken back from them.
     local_active: Vec<Vec<u32>>,
     listeners: Vec<Listener>,
+    /// Pairs waiting for the budget or an fd, oldest first: (slot, generation).
+    waiting: VecDeque<(u32, u32)>,
+    budget: Arc<ConnBudget>,
+    /// Set when a server socket could not be had for lack of fds: waiting
+    /// clients are not served before then (or before a pair closes).
+    fds_short_until: Option<Instant>,
     timeouts: Timeouts,
     forward: ForwardMode,
+    recv_limit: bool,
     connect_timeout: Box<Timespec>,
-    tick: Box<Timespec>,
+    timers: TimerWheel<Timer>,
+    expired: Vec<Timer>,
+    /// The one retry timer for waiting clients and paused listeners.
+    retry_timer: Option<TimerKey>,
+    log: LogLimiter,
+    log_timer: Option<TimerKey>,
     commands: Arc<ArrayQueue<Command>>,
     wake: RawFd,
     wake_buf: Box<u64>,
     /// Directions waiting for a provided buffer: (slot, generation, dir).
-    waiting_buffer: VecDeque<(u32, u32, usize)>,
-    completions: Vec<(u64, i32, u32)>,
-    /// Completions reaped while submitting (completion queue full), handled
-    /// after the batch in progress.
-    deferred: VecDeque<(u64, i32, u32)>,
+    /// Woken by the loop once a handler has returned, never from inside
+    /// the give-back that freed the buffer.
+    buffer_waiters: VecDeque<(u32, u32, usize)>,
+    completions: Vec<Completion>,
     now: Instant,
     /// Set by `Command::Stop`: when open pairs are aborted.
     stop_deadline: Option<Instant>,
+    /// The first submission error: the ring cannot go on.
+    fatal: Option<std::io::Error>,
+    /// A pair was freed by the handler that just ran: the loop then serves
+    /// waiting clients and resumes listeners.
+    pair_freed: bool,
     counters: Counters,
     stats: Arc<ShardStats>,
     id: usize,
 }
-
-/// How long past the stop deadline a shard waits for aborted pairs'
-/// completions before it exits anyway.
-const STOP_ESCAPE: Duration = Duration::from_secs(2);
 
 fn timespec(d: Duration) -> Box<Timespec> {
     Box::new(Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos()))
@@ -138,16 +176,13 @@ fn timespec(d: Duration) -> Box<Timespec> {
 
 impl Shard {
     /// Builds the shard's ring and buffers; call on the shard's own thread
-    /// (the ring is single-issuer).
-    pub fn new(spec: ShardSpec) -> Result<(Shard, RingFlags), crate::runtime::StartError> {
+    /// (the ring is single-issuer). On error, the listening fds are closed.
+    pub fn new(spec: ShardSpec) -> Result<(Shard, RingFlags), ShardInitError> {
         let close_listeners = || spec.listeners.iter().for_each(|&(fd, _)| close_fd(fd));
-        let (ring, flags) = ring::build().inspect_err(|_| close_listeners())?;
-        let buffers = BufferRing::register(&ring, spec.buffers, spec.buffer_size)
-            .map_err(crate::runtime::StartError::Buffers)
+        let (ring, flags) = Ring::new(SQ_ENTRIES).inspect_err(|_| close_listeners())?;
+        let buffers = BufferRing::register(ring.io_uring(), spec.buffers, spec.buffer_size)
+            .map_err(ShardInitError::Buffers)
             .inspect_err(|_| close_listeners())?;
-        let min_idle = spec.timeouts.client_idle.min(spec.timeouts.server_idle);
-        let tick_every =
-            (min_idle / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
         let balancers = spec.pools.pools.iter().map(balance::for_pool).collect();
         let local_active = spec
             .pools
@@ -155,12 +190,13 @@ impl Shard {
             .iter()
             .map(|p| vec![0; p.servers.len()])
             .collect();
+        let now = Instant::now();
         Ok((
             Shard {
                 ring,
-                buffers,
+                buffers: Some(buffers),
                 pipes: PipePool::new(spec.pipes, spec.pipe_size),
-                conns: Slab::default(),
+                pairs: Slab::default(),
                 free: Vec::new(),
                 pools: spec.pools,
                 balancers,
@@ -168,25 +204,29 @@ impl Shard {
                 listeners: spec
                     .listeners
                     .into_iter()
-                    .map(|(fd, pool)| Listener {
-                        fd,
-                        pool,
-                        armed: false,
-                        paused_until: None,
-                    })
+                    .map(|(fd, pool)| Listener::new(fd, pool))
                     .collect(),
+                waiting: VecDeque::new(),
+                budget: spec.budget,
+                fds_short_until: None,
                 timeouts: spec.timeouts,
                 forward: spec.forward,
+                recv_limit: spec.recv_limit,
                 connect_timeout: timespec(spec.timeouts.connect),
-                tick: timespec(tick_every),
+                timers: TimerWheel::new(TIMER_TICK, now),
+                expired: Vec::new(),
+                retry_timer: None,
+                log: LogLimiter::default(),
+                log_timer: None,
                 commands: spec.commands,
                 wake: spec.wake,
                 wake_buf: Box::new(0),
-                waiting_buffer: VecDeque::new(),
+                buffer_waiters: VecDeque::new(),
                 completions: Vec::with_capacity(1024),
-                deferred: VecDeque::new(),
-                now: Instant::now(),
+                now,
                 stop_deadline: None,
+                fatal: None,
+                pair_freed: false,
                 counters: Counters::default(),
                 stats: spec.stats,
                 id: spec.id,
@@ -195,328 +235,34 @@ impl Shard {
         ))
     }
 
-    /// Queues one submission, flushing the queue to the kernel when full.
-    ///
-    /// # Safety
-    /// Every pointer in `entry` must stay valid until its completion.
-    unsafe fn push(&mut self, entry: squeue::Entry) {
-        self.push_all(&[entry]);
+    /// The buffer ring (present for the shard's whole working life).
+    fn buffers(&mut self) -> &mut BufferRing {
+        self.buffers
+            .as_mut()
+            .expect("the buffer ring lives as long as the loop")
     }
 
-    /// Queues submissions together (a linked chain is never split).
+    /// Queues submissions together (a linked chain is never split). A
+    /// failure means the ring cannot go on: it is recorded for the loop,
+    /// which ends the shard.
     ///
     /// # Safety
-    /// As [`Shard::push`].
-    unsafe fn push_all(&mut self, entries: &[squeue::Entry]) {
-        loop {
-            // SAFETY: forwarded from the caller's contract.
-            if unsafe { self.ring.submission().push_multiple(entries) }.is_ok() {
-                return;
-            }
-            if let Err(e) = self.ring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
-                    panic!("io_uring submit failed: {e}");
-                }
-                // The completion queue is full: move completions aside to
-                // make room. They are handled after the current batch, in
-                // order, never in the middle of the handler that is running.
-                for cqe in self.ring.completion() {
-                    self.deferred
-                        .push_back((cqe.user_data(), cqe.result(), cqe.flags()));
-                }
-            }
-        }
-    }
-
-    fn arm_accept(&mut self, l: usize) {
-        let listener = &mut self.listeners[l];
-        if listener.fd < 0 || listener.armed {
+    /// Every pointer in the entries must stay valid until its completion.
+    unsafe fn push(&mut self, entries: &[squeue::Entry]) {
+        if self.fatal.is_some() {
             return;
         }
-        listener.armed = true;
-        let flags = if self.forward == ForwardMode::SpliceRing {
-            libc::SOCK_CLOEXEC
-        } else {
-            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK
-        };
-        let entry = opcode::AcceptMulti::new(Fd(listener.fd))
-            .flags(flags)
-            .build()
-            .user_data(Token::new(Op::Accept, l as u32, 0, 0).encode());
-        // SAFETY: no pointers; the listening fd stays open until this
-        // request has completed without F_MORE.
-        unsafe { self.push(entry) };
-    }
-
-    fn arm_tick(&mut self) {
-        let entry = opcode::Timeout::new(&*self.tick)
-            .build()
-            .user_data(Token::new(Op::Tick, 0, 0, 0).encode());
-        // SAFETY: the timespec is boxed in the shard, which outlives the ring.
-        unsafe { self.push(entry) };
-    }
-
-    fn arm_commands(&mut self) {
-        let entry = opcode::Read::new(Fd(self.wake), (&mut *self.wake_buf as *mut u64).cast(), 8)
-            .build()
-            .user_data(Token::new(Op::Command, 0, 0, 0).encode());
-        // SAFETY: the 8-byte buffer is boxed in the shard, dropped after the ring.
-        unsafe { self.push(entry) };
-    }
-
-    /// Runs the shard until it is told to stop.
-    pub fn run(mut self) {
-        for l in 0..self.listeners.len() {
-            self.arm_accept(l);
-        }
-        self.arm_tick();
-        self.arm_commands();
-        loop {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
-                Err(e) => {
-                    tracing::error!(
-                        shard = self.id,
-                        "io_uring_enter failed: {e}; stopping shard"
-                    );
-                    break;
-                }
-            }
-            self.now = Instant::now();
-            self.reap();
-            let batch = std::mem::take(&mut self.completions);
-            for &(user_data, result, flags) in &batch {
-                self.dispatch(user_data, result, flags);
-            }
-            self.completions = batch;
-            while let Some((user_data, result, flags)) = self.deferred.pop_front() {
-                self.dispatch(user_data, result, flags);
-            }
-            self.publish();
-            if let Some(deadline) = self.stop_deadline {
-                if self.counters.active == 0 {
-                    break;
-                }
-                if self.now > deadline + STOP_ESCAPE {
-                    tracing::warn!(
-                        shard = self.id,
-                        pairs = self.counters.active,
-                        "pairs still closing after the stop deadline; leaving them to the final cancel"
-                    );
-                    break;
-                }
-            }
-        }
-        self.publish();
-        // Hand the last closes to the kernel, then cancel what is left (the
-        // tick, the eventfd read, accepts) synchronously, so nothing in the
-        // kernel still points at this shard's memory when it is dropped.
-        if let Err(e) = self.ring.submit() {
-            tracing::warn!(shard = self.id, "final submit failed: {e}");
-        }
-        if let Err(e) = self
-            .ring
-            .submitter()
-            .register_sync_cancel(None, CancelBuilder::any())
-        {
-            tracing::debug!(shard = self.id, "final cancel: {e}");
-        }
-        for l in &mut self.listeners {
-            close_fd(l.fd);
-            l.fd = -1;
-        }
-        tracing::debug!(shard = self.id, "shard stopped");
-    }
-
-    fn reap(&mut self) {
-        self.completions.clear();
-        for cqe in self.ring.completion() {
-            self.completions
-                .push((cqe.user_data(), cqe.result(), cqe.flags()));
+        // SAFETY: forwarded from the caller's contract.
+        if let Err(e) = unsafe { self.ring.push_all(entries) } {
+            self.fatal = Some(e);
         }
     }
 
     fn publish(&mut self) {
-        self.counters.buffers_in_use = self.buffers.in_use() as u64;
+        if let Some(b) = &self.buffers {
+            self.counters.buffers_in_use = b.in_use() as u64;
+        }
         self.counters.pipes = self.pipes.created() as u64;
         self.stats.publish(&self.counters);
-    }
-
-    fn dispatch(&mut self, user_data: u64, result: i32, flags: u32) {
-        let Some(token) = Token::decode(user_data) else {
-            tracing::error!(
-                shard = self.id,
-                user_data,
-                "completion with an unknown token"
-            );
-            return;
-        };
-        match token.op {
-            Op::Accept => self.on_accept(token.slot as usize, result, flags),
-            Op::Tick => self.on_tick(),
-            Op::Command => self.on_command(),
-            Op::Ignore => {}
-            _ => self.on_conn_completion(token, result, flags),
-        }
-    }
-
-    fn on_conn_completion(&mut self, token: Token, result: i32, flags: u32) {
-        let slot = token.slot as usize;
-        let conn = &mut self.conns[slot];
-        debug_assert!(conn.generation == token.generation && conn.state != ConnState::Free);
-        if conn.generation != token.generation || conn.state == ConnState::Free {
-            // Cannot happen while every submission is counted in `inflight`;
-            // still, never leak a buffer.
-            if let Some(bid) = cqueue::buffer_select(flags) {
-                self.buffers.taken();
-                self.give_back_buffer(bid);
-            }
-            return;
-        }
-        // A multishot operation stays in flight until a completion without F_MORE.
-        if !cqueue::more(flags) {
-            conn.inflight -= 1;
-        }
-        if conn.state == ConnState::Closing {
-            self.drop_completion(slot, token, result, flags);
-            self.maybe_finish(slot);
-            return;
-        }
-        match token.op {
-            Op::Connect => self.on_connect(slot, result),
-            Op::ConnectTimeout | Op::Cancel => {}
-            Op::Recv => self.on_recv(slot, token.dir, result, flags),
-            Op::Send => self.on_send(slot, token.dir, result),
-            Op::PollIn | Op::PollOut => self.on_poll(slot, token.dir, result),
-            Op::SpliceIn => self.on_ring_splice_in(slot, token.dir, result),
-            Op::SpliceOut => self.on_ring_splice_out(slot, token.dir, result),
-            Op::Accept | Op::Tick | Op::Command | Op::Ignore => unreachable!(),
-        }
-    }
-
-    fn on_accept(&mut self, l: usize, result: i32, flags: u32) {
-        let more = cqueue::more(flags);
-        if !more {
-            self.listeners[l].armed = false;
-        }
-        if result >= 0 {
-            if self.stop_deadline.is_some() {
-                close_fd(result);
-            } else {
-                self.open(l, result);
-            }
-        } else {
-            let err = -result;
-            match err {
-                libc::ECANCELED if self.stop_deadline.is_some() => {}
-                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                    tracing::warn!(
-                        shard = self.id,
-                        "accept: {}; pausing accepts for 100ms",
-                        std::io::Error::from_raw_os_error(err)
-                    );
-                    self.listeners[l].paused_until = Some(self.now + Duration::from_millis(100));
-                    if more {
-                        self.cancel_accept(l);
-                    }
-                    return;
-                }
-                _ => tracing::debug!(
-                    shard = self.id,
-                    "accept: {}",
-                    std::io::Error::from_raw_os_error(err)
-                ),
-            }
-        }
-        if !more && self.stop_deadline.is_none() && self.listeners[l].paused_until.is_none() {
-            self.arm_accept(l);
-        }
-    }
-
-    fn cancel_accept(&mut self, l: usize) {
-        let target = Token::new(Op::Accept, l as u32, 0, 0).encode();
-        let entry = opcode::AsyncCancel::new(target)
-            .build()
-            .user_data(Token::new(Op::Ignore, 0, 0, 0).encode());
-        // SAFETY: no pointers.
-        unsafe { self.push(entry) };
-    }
-
-    fn on_tick(&mut self) {
-        self.arm_tick();
-        let now = self.now;
-        for l in 0..self.listeners.len() {
-            if self.listeners[l].paused_until.is_some_and(|t| t <= now) && !self.listeners[l].armed
-            {
-                self.listeners[l].paused_until = None;
-                if self.stop_deadline.is_none() {
-                    self.arm_accept(l);
-                }
-            }
-        }
-        // Backstop: buffers free while directions wait for one (a woken
-        // waiter may have closed without taking its buffer).
-        let free = self.buffers.count() - self.buffers.in_use();
-        if free > 0 && !self.waiting_buffer.is_empty() {
-            self.wake_buffer_waiters(free);
-        }
-        let force = self.stop_deadline.is_some_and(|t| t <= now);
-        let (client_idle, server_idle) = (self.timeouts.client_idle, self.timeouts.server_idle);
-        for slot in 0..self.conns.len() {
-            let c = &self.conns[slot];
-            if force && matches!(c.state, ConnState::Connecting | ConnState::Forwarding) {
-                self.abort(slot);
-            } else if c.state == ConnState::Forwarding
-                && (now.duration_since(c.client_seen) >= client_idle
-                    || now.duration_since(c.server_seen) >= server_idle)
-            {
-                self.counters.idle_timeouts += 1;
-                self.close(slot);
-            }
-        }
-    }
-
-    fn on_command(&mut self) {
-        self.arm_commands();
-        while let Some(cmd) = self.commands.pop() {
-            match cmd {
-                Command::Stop { grace } => {
-                    if self.stop_deadline.is_none() {
-                        tracing::debug!(shard = self.id, ?grace, "stopping");
-                        self.stop_deadline = Some(self.now + grace);
-                        for l in 0..self.listeners.len() {
-                            if self.listeners[l].armed {
-                                self.cancel_accept(l);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Takes a new client connection into a free slot and starts its connect.
-    fn open(&mut self, l: usize, client: RawFd) {
-        let slot = match self.free.pop() {
-            Some(s) => s as usize,
-            None => self.conns.push(Conn::free(0, self.now)),
-        };
-        let mode = match self.forward {
-            ForwardMode::Copy | ForwardMode::Auto => conn::DirMode::Copy,
-            ForwardMode::Splice => conn::DirMode::Splice,
-            ForwardMode::SpliceRing => conn::DirMode::SpliceRing,
-        };
-        let generation = self.conns[slot].generation;
-        let mut c = Conn::free(generation, self.now);
-        c.state = ConnState::Connecting;
-        c.client = client;
-        c.pool = self.listeners[l].pool;
-        c.dirs[0].mode = mode;
-        c.dirs[1].mode = mode;
-        self.conns[slot] = c;
-        self.counters.accepted += 1;
-        self.counters.active += 1;
-        self.connect(slot);
     }
 }

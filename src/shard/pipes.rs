@@ -10,7 +10,9 @@ use std::os::fd::RawFd;
 
 use crate::net::close_fd;
 
-#[derive(Debug)]
+/// A pipe's two ends. Not `Clone`: one owner at a time (the pool or a
+/// direction).
+#[derive(Debug, PartialEq, Eq)]
 pub struct Pipe {
     pub read: RawFd,
     pub write: RawFd,

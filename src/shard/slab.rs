@@ -5,14 +5,14 @@
 
 use std::ops::{Index, IndexMut};
 
-use super::conn::Conn;
+use super::pair::Pair;
 
 /// Slots per chunk (about 60 KiB of pairs).
 const CHUNK: usize = 256;
 
 #[derive(Default)]
 pub struct Slab {
-    chunks: Vec<Vec<Conn>>,
+    chunks: Vec<Vec<Pair>>,
     len: usize,
 }
 
@@ -23,29 +23,29 @@ impl Slab {
     }
 
     /// Appends a slot; returns its index.
-    pub fn push(&mut self, conn: Conn) -> usize {
+    pub fn push(&mut self, pair: Pair) -> usize {
         if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         self.chunks
             .last_mut()
             .expect("a chunk with room")
-            .push(conn);
+            .push(pair);
         self.len += 1;
         self.len - 1
     }
 }
 
 impl Index<usize> for Slab {
-    type Output = Conn;
+    type Output = Pair;
 
-    fn index(&self, slot: usize) -> &Conn {
+    fn index(&self, slot: usize) -> &Pair {
         &self.chunks[slot / CHUNK][slot % CHUNK]
     }
 }
 
 impl IndexMut<usize> for Slab {
-    fn index_mut(&mut self, slot: usize) -> &mut Conn {
+    fn index_mut(&mut self, slot: usize) -> &mut Pair {
         &mut self.chunks[slot / CHUNK][slot % CHUNK]
     }
 }

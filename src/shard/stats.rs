@@ -1,98 +1,140 @@
 //! Counters a shard publishes for the control side (tests, metrics): written
-//! only by the shard's own thread, read by anyone.
+//! only by the shard's own thread, read by anyone. Also the shard's exit
+//! report: why it stopped, when it could not go on.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use crossbeam_utils::CachePadded;
 
-/// A shard's own tallies, kept as plain integers on the hot path.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counters {
+/// Declares [`Counters`] and the fixed order in which [`ShardStats`]
+/// publishes them, from one list.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// A shard's own tallies, kept as plain integers on the hot path.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct Counters {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        const FIELDS: usize = [$(stringify!($name)),*].len();
+
+        impl Counters {
+            pub fn add(&mut self, o: &Counters) {
+                $(self.$name += o.$name;)*
+            }
+
+            fn to_array(self) -> [u64; FIELDS] {
+                [$(self.$name),*]
+            }
+
+            fn from_array(v: [u64; FIELDS]) -> Counters {
+                let mut v = v.into_iter();
+                Counters {
+                    $($name: v.next().unwrap_or(0),)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
     /// Client connections accepted.
-    pub accepted: u64,
-    /// Pairs open now (connecting, forwarding or closing).
-    pub active: u64,
+    accepted,
+    /// Pairs open now (waiting, connecting, forwarding or closing).
+    active,
+    /// Pairs waiting now for the connection budget or an fd.
+    waiting,
     /// Pairs closed.
-    pub closed: u64,
+    closed,
+    /// Clients that had to wait for the connection budget or an fd.
+    waited,
+    /// Times accepting paused: budget used up, or out of fds or memory.
+    accept_pauses,
+    /// Accept errors other than running out of fds or memory.
+    accept_errors,
     /// Server connects that failed or timed out.
-    pub connect_failures: u64,
+    connect_failures,
     /// Connects retried on another server after a failure.
-    pub redispatches: u64,
+    redispatches,
     /// Clients closed because no server could be reached.
-    pub unserved: u64,
+    unserved,
     /// Pairs closed by the idle timeout.
-    pub idle_timeouts: u64,
-    /// Receives that found the buffer ring empty (ENOBUFS).
-    pub buffer_starved: u64,
+    idle_timeouts,
+    /// Pairs closed with a reset (an error, a reset, undelivered bytes).
+    resets,
+    /// Times a direction waited for the buffer ring to refill.
+    buffer_starved,
     /// Bytes forwarded client → server and server → client.
-    pub bytes_up: u64,
-    pub bytes_down: u64,
+    bytes_up,
+    bytes_down,
     /// Provided buffers lent out now, and pipes the shard holds.
-    pub buffers_in_use: u64,
-    pub pipes: u64,
+    buffers_in_use,
+    pipes,
+    /// Loop iterations and completions handled (completions per wake =
+    /// completions / wakes).
+    wakes,
+    completions,
 }
 
-impl Counters {
-    pub fn add(&mut self, o: &Counters) {
-        self.accepted += o.accepted;
-        self.active += o.active;
-        self.closed += o.closed;
-        self.connect_failures += o.connect_failures;
-        self.redispatches += o.redispatches;
-        self.unserved += o.unserved;
-        self.idle_timeouts += o.idle_timeouts;
-        self.buffer_starved += o.buffer_starved;
-        self.bytes_up += o.bytes_up;
-        self.bytes_down += o.bytes_down;
-        self.buffers_in_use += o.buffers_in_use;
-        self.pipes += o.pipes;
-    }
-}
-
-/// The published copy of a shard's [`Counters`], one cache line to itself.
+/// The published copy of a shard's [`Counters`], one cache line to itself,
+/// and its exit report.
 #[derive(Debug, Default)]
 pub struct ShardStats {
-    fields: CachePadded<[AtomicU64; 12]>,
+    fields: CachePadded<[AtomicU64; FIELDS]>,
+    failure: OnceLock<String>,
+    exited: AtomicBool,
 }
 
 impl ShardStats {
     /// Publishes `c` (relaxed stores; each field is exact, the set is not a
     /// snapshot).
     pub fn publish(&self, c: &Counters) {
-        let values = [
-            c.accepted,
-            c.active,
-            c.closed,
-            c.connect_failures,
-            c.redispatches,
-            c.unserved,
-            c.idle_timeouts,
-            c.buffer_starved,
-            c.bytes_up,
-            c.bytes_down,
-            c.buffers_in_use,
-            c.pipes,
-        ];
-        for (f, v) in self.fields.iter().zip(values) {
+        for (f, v) in self.fields.iter().zip(c.to_array()) {
             f.store(v, Ordering::Relaxed);
         }
     }
 
     pub fn read(&self) -> Counters {
-        let v = self.fields.each_ref().map(|f| f.load(Ordering::Relaxed));
-        Counters {
-            accepted: v[0],
-            active: v[1],
-            closed: v[2],
-            connect_failures: v[3],
-            redispatches: v[4],
-            unserved: v[5],
-            idle_timeouts: v[6],
-            buffer_starved: v[7],
-            bytes_up: v[8],
-            bytes_down: v[9],
-            buffers_in_use: v[10],
-            pipes: v[11],
+        Counters::from_array(self.fields.each_ref().map(|f| f.load(Ordering::Relaxed)))
+    }
+
+    /// Records why the shard could not go on (the first reason wins).
+    pub fn fail(&self, reason: String) {
+        let _ = self.failure.set(reason);
+    }
+
+    /// Why the shard stopped on its own, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// Marks the shard's thread as ended (a failure, a stop, or a panic
+    /// caught by the runtime).
+    pub fn mark_exited(&self) {
+        self.exited.store(true, Ordering::Release);
+    }
+
+    pub fn exited(&self) -> bool {
+        self.exited.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_and_read_agree_on_every_field() {
+        let mut c = Counters::default();
+        for (i, v) in c.to_array().iter().enumerate() {
+            assert_eq!(*v, 0, "field {i}");
         }
+        let values: [u64; FIELDS] = std::array::from_fn(|i| i as u64 * 7 + 1);
+        c = Counters::from_array(values);
+        let s = ShardStats::default();
+        s.publish(&c);
+        assert_eq!(s.read(), c);
+        assert_eq!(s.read().to_array(), values);
     }
 }

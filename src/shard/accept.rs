@@ -1,0 +1,353 @@
+//! Taking clients in: each listener's multishot accept, pausing it, and the
+//! clients that wait for the process's connection budget.
+//!
+//! A new client gets a pair slot at once. It goes on to a server only with
+//! a unit of the budget (`crate::budget`); without one it waits, oldest
+//! first, without being read, and every listener of the shard stops
+//! accepting (the multishot accept is cancelled), so the rest wait in the
+//! kernel's backlog, as HAProxy does at `maxconn`. Budget that a pair of
+//! this shard gives back is used at once; budget freed on other shards is
+//! found by a retry every [`BUDGET_RETRY`](super::timers::BUDGET_RETRY).
+//!
+//! Accept errors:
+//! - `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`: the process is short of fds or
+//!   memory; accepting pauses for [`RESOURCE_PAUSE`] or until a pair of this
+//!   shard closes.
+//! - `ECONNABORTED`, `EPROTO`, `EPERM`, `EINTR`, `EAGAIN`: about one client
+//!   (gone before it was accepted, refused by a firewall rule); accepting
+//!   goes on.
+//! - Anything else backs off, from [`BACKOFF_MIN`] doubling to
+//!   [`BACKOFF_MAX`], so a broken listener cannot spin the shard.
+//!
+//! Every pause is logged through the shard's rate limiter.
+
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use io_uring::cqueue;
+use io_uring::opcode;
+use io_uring::types::Fd;
+
+use super::log_limit::LogKind;
+use super::pair::{Pair, PairState};
+use super::timers::{Timer, BUDGET_RETRY, RESOURCE_PAUSE};
+use super::token::{Op, Tag};
+use super::Shard;
+use crate::config::ForwardMode;
+use crate::net::close_fd;
+
+/// The first back-off after an unexpected accept error.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest back-off.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Why a listener is not accepting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pause {
+    /// The connection budget is used up.
+    Budget,
+    /// Out of fds or memory.
+    Resources,
+    /// Backing off after an accept error.
+    Backoff,
+    /// The shard is stopping.
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptState {
+    /// A multishot accept is in flight.
+    Armed,
+    /// Its cancel is in flight; then paused for this reason.
+    Cancelling(Pause),
+    Paused(Pause),
+}
+
+pub struct Listener {
+    pub fd: RawFd,
+    pub pool: usize,
+    pub state: AcceptState,
+    /// The next back-off; reset by a successful accept.
+    backoff: Duration,
+}
+
+impl Listener {
+    pub fn new(fd: RawFd, pool: usize) -> Listener {
+        Listener {
+            fd,
+            pool,
+            state: AcceptState::Paused(Pause::Budget),
+            backoff: BACKOFF_MIN,
+        }
+    }
+}
+
+fn is_resource_error(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+    )
+}
+
+fn is_client_error(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::EINTR | libc::EAGAIN
+    )
+}
+
+impl Shard {
+    /// Starts listener `l`'s multishot accept, unless it is armed already,
+    /// closed, or the shard is stopping.
+    pub(super) fn arm_accept(&mut self, l: usize) {
+        let listener = &mut self.listeners[l];
+        if listener.fd < 0
+            || self.stop_deadline.is_some()
+            || !matches!(listener.state, AcceptState::Paused(_))
+        {
+            return;
+        }
+        listener.state = AcceptState::Armed;
+        let flags = if self.forward == ForwardMode::SpliceRing {
+            libc::SOCK_CLOEXEC
+        } else {
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK
+        };
+        let entry = opcode::AcceptMulti::new(Fd(listener.fd))
+            .flags(flags)
+            .build()
+            .user_data(Tag::new(Op::Accept, l as u32, 0, 0).encode());
+        // SAFETY: no pointers; the listening fd stays open until the shard
+        // ends, after its last completion.
+        unsafe { self.push(&[entry]) };
+    }
+
+    /// Stops listener `l` from accepting, for `why`.
+    pub(super) fn pause_accept(&mut self, l: usize, why: Pause) {
+        let state = match self.listeners[l].state {
+            AcceptState::Armed => {
+                let target = Tag::new(Op::Accept, l as u32, 0, 0).encode();
+                let entry = opcode::AsyncCancel::new(target)
+                    .build()
+                    .user_data(Tag::new(Op::Ignore, 0, 0, 0).encode());
+                // SAFETY: no pointers.
+                unsafe { self.push(&[entry]) };
+                self.counters.accept_pauses += 1;
+                AcceptState::Cancelling(why)
+            }
+            AcceptState::Cancelling(p) => AcceptState::Cancelling(p.max(why)),
+            AcceptState::Paused(p) => AcceptState::Paused(p.max(why)),
+        };
+        self.listeners[l].state = state;
+    }
+
+    fn pause_all(&mut self, why: Pause) {
+        for l in 0..self.listeners.len() {
+            self.pause_accept(l, why);
+        }
+    }
+
+    pub(super) fn on_accept(&mut self, l: usize, result: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        if !more {
+            let listener = &mut self.listeners[l];
+            listener.state = match listener.state {
+                AcceptState::Cancelling(p) => AcceptState::Paused(p),
+                // Ended on its own (or on the error below): re-armed below.
+                _ => AcceptState::Paused(Pause::Budget),
+            };
+        }
+        if result >= 0 {
+            self.listeners[l].backoff = BACKOFF_MIN;
+            if self.stop_deadline.is_some() {
+                close_fd(result);
+            } else {
+                self.take_client(l, result);
+            }
+        } else {
+            let errno = -result;
+            if errno == libc::ECANCELED {
+                // Our own cancel.
+            } else if is_resource_error(errno) {
+                self.counters.accept_errors += 1;
+                if self.log.admit(LogKind::AcceptResources, self.now) {
+                    tracing::warn!(
+                        shard = self.id,
+                        "accept: {}; pausing accepts for {RESOURCE_PAUSE:?} or until a connection closes",
+                        std::io::Error::from_raw_os_error(errno)
+                    );
+                }
+                self.arm_log_summary();
+                self.pause_for(l, Pause::Resources, RESOURCE_PAUSE);
+            } else if is_client_error(errno) {
+                tracing::trace!(
+                    shard = self.id,
+                    "accept: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                );
+            } else {
+                self.counters.accept_errors += 1;
+                let wait = self.listeners[l].backoff;
+                self.listeners[l].backoff = (wait * 2).min(BACKOFF_MAX);
+                if self.log.admit(LogKind::AcceptError, self.now) {
+                    tracing::warn!(
+                        shard = self.id,
+                        "accept: {}; retrying in {wait:?}",
+                        std::io::Error::from_raw_os_error(errno)
+                    );
+                }
+                self.arm_log_summary();
+                self.pause_for(l, Pause::Backoff, wait);
+            }
+        }
+        if self.listeners[l].state == AcceptState::Paused(Pause::Budget)
+            && self.waiting.is_empty()
+            && self.budget_has_room()
+        {
+            self.arm_accept(l);
+        }
+    }
+
+    /// Pauses listener `l` for `why` and resumes it after `after`.
+    fn pause_for(&mut self, l: usize, why: Pause, after: Duration) {
+        self.pause_accept(l, why);
+        self.arm_timer(self.now + after, Timer::AcceptResume { listener: l as u32 });
+    }
+
+    /// A pause for fds, memory or a back-off is over.
+    pub(super) fn resume_accept(&mut self, l: usize) {
+        let listener = &mut self.listeners[l];
+        if let AcceptState::Paused(Pause::Resources | Pause::Backoff) = listener.state {
+            listener.state = AcceptState::Paused(Pause::Budget);
+        }
+        self.resume_paused_at_budget();
+    }
+
+    /// Listeners paused at the budget accept again once it has room and no
+    /// client of this shard waits for it.
+    pub(super) fn resume_paused_at_budget(&mut self) {
+        if !self.waiting.is_empty() {
+            return;
+        }
+        for l in 0..self.listeners.len() {
+            if self.listeners[l].state == AcceptState::Paused(Pause::Budget) {
+                if self.budget_has_room() {
+                    self.arm_accept(l);
+                } else {
+                    self.arm_retry(BUDGET_RETRY);
+                }
+            }
+        }
+    }
+
+    /// After a pair of this shard has closed: fds and budget are free.
+    pub(super) fn after_pair_freed(&mut self) {
+        for l in &mut self.listeners {
+            if l.state == AcceptState::Paused(Pause::Resources) {
+                l.state = AcceptState::Paused(Pause::Budget);
+            }
+        }
+        self.fds_short_until = None;
+        self.admit_waiting();
+        self.resume_paused_at_budget();
+    }
+
+    fn budget_has_room(&self) -> bool {
+        self.budget.used() < self.budget.limit()
+    }
+
+    /// Gives a new client a slot, and a server if the budget allows.
+    fn take_client(&mut self, l: usize, fd: RawFd) {
+        let slot = match self.free.pop() {
+            Some(s) => s as usize,
+            None => self.pairs.push(Pair::free(0, self.now)),
+        };
+        let generation = self.pairs[slot].generation;
+        let mut p = Pair::free(generation, self.now);
+        p.state = PairState::Waiting;
+        p.client = fd;
+        p.pool = self.listeners[l].pool as u32;
+        self.pairs[slot] = p;
+        self.counters.accepted += 1;
+        self.counters.active += 1;
+        self.arm_idle(slot, self.now + self.timeouts.client_idle);
+        if self.waiting.is_empty() && self.fds_short_until.is_none() && self.budget.try_acquire() {
+            self.pairs[slot].budgeted = true;
+            self.connect(slot);
+        } else {
+            self.wait(slot, false);
+            if self.log.admit(LogKind::AcceptBudget, self.now) {
+                tracing::info!(
+                    shard = self.id,
+                    maxconn = self.budget.limit(),
+                    "connection budget reached: accepting paused, new clients wait in the backlog"
+                );
+            }
+            self.arm_log_summary();
+            self.pause_all(Pause::Budget);
+            self.arm_retry(BUDGET_RETRY);
+        }
+    }
+
+    /// Puts a pair among the clients waiting for the budget (or for an fd:
+    /// `front`, it keeps its turn).
+    pub(super) fn wait(&mut self, slot: usize, front: bool) {
+        let p = &mut self.pairs[slot];
+        p.state = PairState::Waiting;
+        if p.budgeted {
+            p.budgeted = false;
+            self.budget.release();
+        }
+        let entry = (slot as u32, p.generation);
+        if front {
+            self.waiting.push_front(entry);
+        } else {
+            self.waiting.push_back(entry);
+            self.counters.waited += 1;
+        }
+        self.counters.waiting += 1;
+    }
+
+    /// Serves waiting clients, oldest first, while the budget has room.
+    pub(super) fn admit_waiting(&mut self) {
+        while let Some(&(slot, generation)) = self.waiting.front() {
+            let slot = slot as usize;
+            let p = &self.pairs[slot];
+            if p.generation != generation || p.state != PairState::Waiting {
+                self.waiting.pop_front();
+                continue;
+            }
+            if self.fds_short_until.is_some_and(|t| t > self.now) || !self.budget.try_acquire() {
+                self.arm_retry(BUDGET_RETRY);
+                return;
+            }
+            self.waiting.pop_front();
+            self.counters.waiting -= 1;
+            self.pairs[slot].budgeted = true;
+            self.connect(slot);
+        }
+    }
+
+    /// The client of `slot` waits (at the front) because no fd was left for
+    /// its server socket: a local shortage, not the server's fault.
+    pub(super) fn wait_for_fds(&mut self, slot: usize, err: &std::io::Error) {
+        if self.log.admit(LogKind::SocketResources, self.now) {
+            tracing::warn!(
+                shard = self.id,
+                "cannot create a server socket: {err}; the client waits and accepting pauses"
+            );
+        }
+        self.arm_log_summary();
+        self.fds_short_until = Some(self.now + RESOURCE_PAUSE);
+        self.wait(slot, true);
+        for l in 0..self.listeners.len() {
+            self.pause_for(l, Pause::Resources, RESOURCE_PAUSE);
+        }
+        self.arm_retry(RESOURCE_PAUSE);
+    }
+
+    /// Stops every listener for good (the shard is stopping).
+    pub(super) fn stop_accepting(&mut self) {
+        self.pause_all(Pause::Stopped);
+    }
+}

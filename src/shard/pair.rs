@@ -1,0 +1,283 @@
+//! A proxied connection pair: the client and server fds, the pair's place
+//! in its life ([`PairState`]), and the state of each direction
+//! ([`Dir`], in `direction.rs`). The transitions are driven from
+//! `accept.rs`, `connect.rs`, `forward.rs` and `close.rs`; `LIFECYCLE.md`
+//! beside this file draws them.
+
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use super::direction::Dir;
+use crate::config::Timeouts;
+use crate::timer_wheel::TimerKey;
+
+/// Client → server.
+pub const UP: usize = 0;
+/// Server → client.
+pub const DOWN: usize = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairState {
+    /// The slot is on the free list.
+    Free,
+    /// Accepted; waiting for the connection budget (or for an fd) before a
+    /// server is chosen. Only the client fd exists.
+    Waiting,
+    /// A connect to `server_index` is in flight.
+    Connecting,
+    /// Both directions are moving bytes (or one has finished).
+    Forwarding,
+    /// Waiting for the operations still in flight to complete before the
+    /// fds are closed and the slot freed.
+    Closing,
+}
+
+/// A side of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+#[derive(Debug)]
+pub struct Pair {
+    pub generation: u32,
+    pub state: PairState,
+    pub client: RawFd,
+    /// -1 until a server socket exists.
+    pub server: RawFd,
+    pub pool: u32,
+    /// The server this pair is counted against (connecting or connected).
+    pub server_index: Option<u32>,
+    /// Servers already tried, a bit per server index modulo 64 (redispatch).
+    pub tried: u64,
+    /// Connect attempts made so far.
+    pub attempts: u32,
+    /// The pair holds a unit of the process's connection budget.
+    pub budgeted: bool,
+    /// Submissions whose completion has not arrived yet.
+    pub inflight: u32,
+    pub dirs: [Dir; 2],
+    /// Last time bytes were read from or written to each side.
+    pub client_seen: Instant,
+    pub server_seen: Instant,
+    /// Close with RST rather than FIN.
+    pub reset: bool,
+    /// The pair's idle timer on the shard's wheel.
+    pub timer: Option<TimerKey>,
+}
+
+impl Pair {
+    pub fn free(generation: u32, now: Instant) -> Pair {
+        Pair {
+            generation,
+            state: PairState::Free,
+            client: -1,
+            server: -1,
+            pool: 0,
+            server_index: None,
+            tried: 0,
+            attempts: 0,
+            budgeted: false,
+            inflight: 0,
+            dirs: [Dir::new(), Dir::new()],
+            client_seen: now,
+            server_seen: now,
+            reset: false,
+            timer: None,
+        }
+    }
+
+    /// The fd bytes of direction `d` are read from.
+    pub fn source(&self, d: usize) -> RawFd {
+        if d == UP {
+            self.client
+        } else {
+            self.server
+        }
+    }
+
+    /// The fd bytes of direction `d` are written to.
+    pub fn sink(&self, d: usize) -> RawFd {
+        if d == UP {
+            self.server
+        } else {
+            self.client
+        }
+    }
+
+    /// Records progress on the source (`read`) or sink of direction `d`.
+    pub fn progress(&mut self, d: usize, read: bool, now: Instant) {
+        if (d == UP) == read {
+            self.client_seen = now;
+        } else {
+            self.server_seen = now;
+        }
+    }
+
+    /// Marks server `si` as tried (indexes alias modulo 64, which can only
+    /// make a redispatch skip a server it could have tried, never repeat one).
+    pub fn mark_tried(&mut self, si: usize) {
+        self.tried |= 1 << (si % 64);
+    }
+
+    /// When the pair times out for idleness, or the side that already has.
+    ///
+    /// A side is idle when nothing was read from it or written to it for its
+    /// timeout *while it could have been*: a side whose direction the shard
+    /// is not reading (its sink is slow, or the shard ran out of buffers) is
+    /// not blamed for its silence, and a pair waiting for the shard's
+    /// buffers is not idle at all. A pair waiting for the connection budget
+    /// is idle after the client timeout; a connecting pair is bounded by the
+    /// connect timeout instead.
+    pub fn idle_deadline(&self, now: Instant, t: &Timeouts) -> Result<Instant, Side> {
+        match self.state {
+            PairState::Waiting => {
+                let at = self.client_seen + t.client_idle;
+                if at <= now {
+                    Err(Side::Client)
+                } else {
+                    Ok(at)
+                }
+            }
+            PairState::Forwarding => {
+                if self.dirs.iter().any(Dir::starved) {
+                    return Ok(now + t.client_idle.min(t.server_idle));
+                }
+                let client = if self.dirs[UP].source_held() {
+                    now + t.client_idle
+                } else {
+                    self.client_seen + t.client_idle
+                };
+                let server = if self.dirs[DOWN].source_held() {
+                    now + t.server_idle
+                } else {
+                    self.server_seen + t.server_idle
+                };
+                if client <= now {
+                    Err(Side::Client)
+                } else if server <= now {
+                    Err(Side::Server)
+                } else {
+                    Ok(client.min(server))
+                }
+            }
+            PairState::Connecting | PairState::Closing | PairState::Free => {
+                Ok(now + t.client_idle.min(t.server_idle))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::ForwardMode;
+    use crate::shard::buffers::BufId;
+    use crate::shard::direction::{Ctx, Event};
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            client_idle: Duration::from_secs(10),
+            server_idle: Duration::from_secs(20),
+        }
+    }
+
+    fn forwarding(t0: Instant) -> Pair {
+        let mut p = Pair::free(0, t0);
+        p.state = PairState::Forwarding;
+        let ctx = Ctx {
+            mode: ForwardMode::Copy,
+            buffer_size: 4096,
+            buffers_free: 10,
+            pipe_size: 65536,
+        };
+        for d in &mut p.dirs {
+            d.on(Event::Start, &ctx);
+        }
+        p
+    }
+
+    #[test]
+    fn the_quiet_side_times_out_first() {
+        let t0 = Instant::now();
+        let t = timeouts();
+        let mut p = forwarding(t0);
+        assert_eq!(p.idle_deadline(t0, &t), Ok(t0 + t.client_idle));
+        p.client_seen = t0 + Duration::from_secs(15);
+        assert_eq!(
+            p.idle_deadline(t0 + Duration::from_secs(16), &t),
+            Ok(t0 + t.server_idle)
+        );
+        assert_eq!(
+            p.idle_deadline(t0 + Duration::from_secs(20), &t),
+            Err(Side::Server)
+        );
+    }
+
+    /// A client whose reads are held because the server is slow is not
+    /// idle: only the server's own silence counts.
+    #[test]
+    fn a_held_source_is_not_blamed() {
+        let t0 = Instant::now();
+        let t = timeouts();
+        let mut p = forwarding(t0);
+        let ctx = Ctx {
+            mode: ForwardMode::Copy,
+            buffer_size: 4096,
+            buffers_free: 10,
+            pipe_size: 65536,
+        };
+        for bid in 0..2 {
+            p.dirs[UP].on(
+                Event::Received {
+                    buf: BufId::for_test(bid),
+                    len: 4096,
+                    more: bid == 0,
+                },
+                &ctx,
+            );
+        }
+        assert!(p.dirs[UP].source_held());
+        // The server keeps taking bytes slowly: it is making progress.
+        let later = t0 + Duration::from_secs(12);
+        p.server_seen = later;
+        assert!(p.idle_deadline(later, &t).is_ok());
+        // The server stops taking anything: it is the idle one.
+        let much_later = later + t.server_idle;
+        assert_eq!(p.idle_deadline(much_later, &t), Err(Side::Server));
+    }
+
+    #[test]
+    fn a_starved_pair_is_never_idle() {
+        let t0 = Instant::now();
+        let t = timeouts();
+        let mut p = forwarding(t0);
+        let mut ctx = Ctx {
+            mode: ForwardMode::Copy,
+            buffer_size: 4096,
+            buffers_free: 0,
+            pipe_size: 65536,
+        };
+        p.dirs[DOWN].on(Event::RecvEnded(-libc::ENOBUFS), &ctx);
+        assert!(p.dirs[DOWN].starved());
+        let late = t0 + Duration::from_secs(100);
+        assert!(p.idle_deadline(late, &t).unwrap() > late);
+        ctx.buffers_free = 5;
+        p.dirs[DOWN].on(Event::BufferFree, &ctx);
+        assert_eq!(p.idle_deadline(late, &t), Err(Side::Client));
+    }
+
+    #[test]
+    fn a_waiting_client_times_out_on_the_client_timeout() {
+        let t0 = Instant::now();
+        let t = timeouts();
+        let mut p = Pair::free(0, t0);
+        p.state = PairState::Waiting;
+        assert_eq!(p.idle_deadline(t0, &t), Ok(t0 + t.client_idle));
+        assert_eq!(p.idle_deadline(t0 + t.client_idle, &t), Err(Side::Client));
+    }
+}
