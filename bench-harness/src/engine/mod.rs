@@ -4,7 +4,6 @@
 //! figures at the end. See `LIFECYCLE.md` for a connection's life.
 
 mod conn;
-pub mod ring;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -16,6 +15,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use socket2::SockAddr;
 use thiserror::Error;
+use uring_kit::RingError;
 
 use crate::clock::now_ns;
 use crate::stats::{new_histogram, Stats};
@@ -48,6 +48,9 @@ pub struct RunConfig {
 pub enum EngineError {
     #[error("invalid run: {0}")]
     Config(String),
+    /// io_uring cannot be used here (the message names the usual causes).
+    #[error(transparent)]
+    Ring(#[from] RingError),
     #[error("load thread failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("a load thread panicked")]
@@ -141,6 +144,8 @@ pub fn run(
     on_interval: &mut dyn FnMut(&Interval),
 ) -> Result<RunOutcome, EngineError> {
     cfg.validate()?;
+    // Said once, before any thread starts, rather than once per thread.
+    uring_kit::probe()?;
     let payload = match &cfg.workload {
         Workload::Http(h) => h.request_bytes(&cfg.target),
         Workload::Echo(e) => e.message(),
@@ -185,11 +190,11 @@ pub fn run(
         let tx = tx.clone();
         let h = std::thread::Builder::new()
             .name(format!("ringlb-bench-{t}"))
-            .spawn(move || -> std::io::Result<Stats> {
+            .spawn(move || -> Result<Stats, EngineError> {
                 if let Some(id) = cpu {
                     core_affinity::set_for_current(core_affinity::CoreId { id });
                 }
-                Worker::new(sh, spec, tx)?.run()
+                Ok(Worker::new(sh, spec, tx)?.run()?)
             })?;
         handles.push(h);
     }
@@ -247,7 +252,7 @@ pub fn run(
     for h in handles {
         match h.join() {
             Ok(Ok(s)) => stats.merge(&s),
-            Ok(Err(e)) => first_err = first_err.or(Some(EngineError::Io(e))),
+            Ok(Err(e)) => first_err = first_err.or(Some(e)),
             Err(_) => first_err = first_err.or(Some(EngineError::Panic)),
         }
     }

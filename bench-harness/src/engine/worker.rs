@@ -1,22 +1,25 @@
 //! One load thread: drives its share of the connections over one io_uring
-//! ring. Every operation's `user_data` carries (slot, generation, operation).
-//! A 10 ms absolute timer ("tick") checks deadlines, the end of the run and
-//! the stop flag; schedule timers are absolute nanosecond timeouts.
+//! ring (`uring_kit::Ring`). Every operation's `user_data` is a
+//! `uring_kit::Token` (operation, slot, generation). A 10 ms tick, the time
+//! limit of the ring wait, checks deadlines, the end of the run and the stop
+//! flag; schedule timers are absolute nanosecond timeouts.
 
 use std::io;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use io_uring::opcode;
 use io_uring::squeue::Entry;
-use io_uring::types::{Fd, TimeoutFlags, Timespec};
+use io_uring::types::{Fd, TimeoutFlags};
 use socket2::{Protocol, SockAddr, Socket, Type};
+use uring_kit::token::next_generation;
+use uring_kit::{Completion, Ring, RingError, Token};
 
 use super::conn::{Conn, Phase, Req};
-use super::ring::{Completion, Ring};
 use crate::clock::{now_ns, timespec};
 use crate::http_parse::Progress;
 use crate::schedule::Schedule;
@@ -28,22 +31,19 @@ const OP_SEND: u8 = 2;
 const OP_RECV: u8 = 3;
 const OP_TIMER: u8 = 4;
 const OP_CANCEL: u8 = 5;
-const TICK_UD: u64 = u64::MAX;
 const TICK_NS: u64 = 10_000_000;
 const SECOND_NS: u64 = 1_000_000_000;
+/// Submission slots per connection: a request's send and receive, a
+/// continued send or a schedule timer, and a cancel.
+const SQES_PER_CONN: u32 = 4;
+/// The kernel refuses more than 65536 completion slots (without
+/// IORING_SETUP_CLAMP), and the ring asks for four per submission slot.
+const MAX_SQ_ENTRIES: u32 = 16384;
 
+/// The `user_data` of operation `op` on slot `slot` of generation `gen`.
 #[inline]
 fn ud(slot: usize, gen: u32, op: u8) -> u64 {
-    ((slot as u64) << 32) | (((gen & 0x00ff_ffff) as u64) << 8) | op as u64
-}
-
-#[inline]
-fn decode(ud: u64) -> (usize, u32, u8) {
-    (
-        (ud >> 32) as usize,
-        ((ud >> 8) & 0x00ff_ffff) as u32,
-        ud as u8,
-    )
+    Token::new(op, slot as u32, gen, 0).encode()
 }
 
 /// Read-only settings shared by all threads of a run.
@@ -79,7 +79,6 @@ pub(crate) struct Worker {
     live: usize,
     stopping: bool,
     end: Option<u64>,
-    tick: Box<Timespec>,
     next_tick: u64,
     index: usize,
     tx: Sender<IntervalSample>,
@@ -93,8 +92,17 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub fn new(sh: Arc<Shared>, spec: WorkerSpec, tx: Sender<IntervalSample>) -> io::Result<Self> {
-        let ring = Ring::new((spec.conns as u32).saturating_mul(4) + 64)?;
+    pub fn new(
+        sh: Arc<Shared>,
+        spec: WorkerSpec,
+        tx: Sender<IntervalSample>,
+    ) -> Result<Self, RingError> {
+        let entries = u32::try_from(spec.conns)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(SQES_PER_CONN)
+            .saturating_add(64)
+            .min(MAX_SQ_ENTRIES);
+        let (ring, _) = Ring::new(entries)?;
         let buf_size = match &sh.workload {
             Workload::Http(_) => 16 * 1024,
             Workload::Echo(e) => e.size.clamp(1, 64 * 1024),
@@ -121,7 +129,6 @@ impl Worker {
             budget: spec.budget,
             live: spec.conns,
             stopping: false,
-            tick: Box::new(Timespec::new()),
             next_tick: 0,
             index: spec.index,
             tx,
@@ -160,14 +167,19 @@ impl Worker {
         }
         let now = now_ns();
         self.next_tick = now + TICK_NS;
-        self.arm_tick()?;
         for i in 0..self.conns.len() {
             self.next_request(i, now)?;
         }
         let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
         while self.live > 0 {
-            self.ring.submit_and_wait()?;
-            self.ring.drain(&mut cqes);
+            let now = now_ns();
+            if now >= self.next_tick {
+                self.on_tick(now)?;
+                continue;
+            }
+            let wait = Duration::from_nanos(self.next_tick - now);
+            self.ring.submit_and_wait(1, Some(wait))?;
+            self.ring.reap(&mut cqes);
             for c in cqes.drain(..) {
                 let now = now_ns();
                 self.on_cqe(c, now)?;
@@ -179,20 +191,11 @@ impl Worker {
     /// Queues an entry built by this module.
     fn push(&mut self, e: Entry) -> io::Result<()> {
         // SAFETY: every entry built here points into a connection slot's boxed
-        // buffer or timespec, into `self.tick`, or into `Shared` (payload,
-        // address), which this worker keeps alive. A slot's buffer is only
+        // buffer or timespec, or into `Shared` (payload, address), which this
+        // worker keeps alive. A slot's buffer is only
         // reused once its `inflight` count is zero, and `run` never frees the
         // slots while operations are in flight.
         unsafe { self.ring.push(&e) }
-    }
-
-    fn arm_tick(&mut self) -> io::Result<()> {
-        *self.tick = timespec(self.next_tick);
-        let e = opcode::Timeout::new(&*self.tick)
-            .flags(TimeoutFlags::ABS)
-            .build()
-            .user_data(TICK_UD);
-        self.push(e)
     }
 
     fn past_end(&self, now: u64) -> bool {
@@ -200,11 +203,9 @@ impl Worker {
     }
 
     fn on_cqe(&mut self, c: Completion, now: u64) -> io::Result<()> {
-        if c.user_data == TICK_UD {
-            return self.on_tick(now);
-        }
-        let (i, gen, op) = decode(c.user_data);
-        if op == OP_CANCEL || i >= self.conns.len() || self.conns[i].gen & 0x00ff_ffff != gen {
+        let t = Token::decode(c.user_data);
+        let (i, op) = (t.slot as usize, t.op);
+        if op == OP_CANCEL || i >= self.conns.len() || self.conns[i].gen != t.generation {
             return Ok(());
         }
         self.conns[i].inflight -= 1;
@@ -246,10 +247,7 @@ impl Worker {
                 _ => {}
             }
         }
-        if self.live > 0 {
-            self.next_tick = self.next_tick.max(now) + TICK_NS;
-            self.arm_tick()?;
-        }
+        self.next_tick = self.next_tick.max(now) + TICK_NS;
         Ok(())
     }
 
@@ -316,7 +314,7 @@ impl Worker {
         }
         if c.drain_close {
             c.sock = None;
-            c.gen = c.gen.wrapping_add(1);
+            c.gen = next_generation(c.gen);
             c.drain_close = false;
         }
         c.phase = Phase::Idle;
@@ -696,22 +694,5 @@ impl Worker {
         };
         // The receiver only goes away if the run is being torn down.
         let _ = self.tx.send(sample);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_data_round_trips() {
-        for (slot, gen, op) in [
-            (0, 0, OP_SEND),
-            (70_000, 0x00ff_ffff, OP_TIMER),
-            (5, 77, OP_RECV),
-        ] {
-            assert_eq!(decode(ud(slot, gen, op)), (slot, gen, op));
-        }
-        assert_ne!(ud(u32::MAX as usize, 0x00ff_ffff, 0xff), 0);
     }
 }
