@@ -1,9 +1,11 @@
-//! The load engine: splits connections (and a request budget) over threads,
-//! runs one io_uring worker per thread (optionally pinned), gathers their
-//! one-second interval samples while the run goes on, and merges their
-//! figures at the end. See `LIFECYCLE.md` for a connection's life.
+//! The load engine: picks the workload's protocol, splits connections (and a
+//! request budget) over threads, runs one io_uring worker per thread
+//! (optionally pinned), gathers their one-second interval samples while the
+//! run goes on, and merges their figures at the end. See `LIFECYCLE.md` for
+//! a connection's life.
 
 mod conn;
+mod protocol;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -20,7 +22,8 @@ use uring_kit::RingError;
 use crate::clock::now_ns;
 use crate::stats::{new_histogram, Stats};
 use crate::target::Target;
-use crate::workload::Workload;
+use crate::workload::{Direction, Workload};
+use protocol::Protocol;
 use worker::{Shared, Worker, WorkerSpec};
 
 /// Everything a run needs.
@@ -146,18 +149,29 @@ pub fn run(
     cfg.validate()?;
     // Said once, before any thread starts, rather than once per thread.
     uring_kit::probe()?;
-    let payload = match &cfg.workload {
-        Workload::Http(h) => h.request_bytes(&cfg.target),
-        Workload::Echo(e) => e.message(),
-        Workload::Stream(s) => s.buffer(),
-    };
+    match &cfg.workload {
+        Workload::Http(h) => run_with(cfg, protocol::Http::new(h, &cfg.target), stop, on_interval),
+        Workload::Echo(e) => run_with(cfg, protocol::Echo::new(e), stop, on_interval),
+        Workload::Stream(s) => match s.direction {
+            Direction::Upload => run_with(cfg, protocol::Upload::new(s), stop, on_interval),
+            Direction::Download => run_with(cfg, protocol::Download::new(s), stop, on_interval),
+        },
+    }
+}
+
+/// Runs a validated load test whose connections speak `proto`.
+fn run_with<P: Protocol>(
+    cfg: &RunConfig,
+    proto: P,
+    stop: Arc<AtomicBool>,
+    on_interval: &mut dyn FnMut(&Interval),
+) -> Result<RunOutcome, EngineError> {
+    let proto = Arc::new(proto);
     // Give threads time to start so they begin together.
     let start_ns = now_ns() + 20_000_000;
     let measure_start = start_ns + cfg.warmup.as_nanos() as u64;
     let shared = Arc::new(Shared {
-        workload: cfg.workload.clone(),
         addr: SockAddr::from(cfg.target.addr),
-        payload,
         rate: cfg.rate,
         connections: cfg.connections,
         timeout_ns: cfg.timeout.as_nanos() as u64,
@@ -187,6 +201,7 @@ pub fn run(
             .filter(|c| !c.is_empty())
             .map(|c| c[t % c.len()]);
         let sh = shared.clone();
+        let proto = proto.clone();
         let tx = tx.clone();
         let h = std::thread::Builder::new()
             .name(format!("ringlb-bench-{t}"))
@@ -194,7 +209,7 @@ pub fn run(
                 if let Some(id) = cpu {
                     core_affinity::set_for_current(core_affinity::CoreId { id });
                 }
-                Ok(Worker::new(sh, spec, tx)?.run()?)
+                Ok(Worker::new(sh, proto, spec, tx)?.run()?)
             })?;
         handles.push(h);
     }
