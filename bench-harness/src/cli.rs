@@ -77,8 +77,10 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub warmup: Duration,
     /// Pin threads to these CPUs, e.g. 0,1 or 0-3.
+    // The full path keeps clap from taking `Vec` as "several values of
+    // usize": parse_cpus gives the whole list from one value.
     #[arg(long, value_parser = parse_cpus)]
-    pub cpus: Option<Vec<usize>>,
+    pub cpus: Option<::std::vec::Vec<usize>>,
     /// Workload.
     #[arg(short, long, value_enum, default_value_t = WorkloadKind::Http)]
     pub workload: WorkloadKind,
@@ -315,6 +317,8 @@ mod tests {
             "500ms",
             "--warmup",
             "2s",
+            "--cpus",
+            "0,2-3",
             "http://127.0.0.1:8080/",
         ])
         .unwrap();
@@ -326,6 +330,7 @@ mod tests {
         assert_eq!(cfg.rate, Some(10_000.0));
         assert_eq!(cfg.timeout, Duration::from_millis(500));
         assert_eq!(cfg.warmup, Duration::from_secs(2));
+        assert_eq!(cfg.cpus, Some(vec![0, 2, 3]));
     }
 
     #[test]

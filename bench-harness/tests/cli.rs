@@ -1,5 +1,6 @@
 //! The binary end to end: `serve` (port 0, counters on SIGTERM), a load run
-//! with `--json` and `--latency`, and `plot` to SVG and PNG.
+//! with `--json` and `--latency`, `plot` to SVG and PNG, and what it says
+//! when io_uring is denied.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -294,4 +295,69 @@ fn bad_input_is_named() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"lots\""));
+}
+
+/// Runs the binary with `io_uring_setup(2)` refused with EPERM by a seccomp
+/// filter, as Docker's default profile does.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn without_io_uring(args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xc000_003e;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xc000_00b7;
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // seccomp_data: nr at offset 0, arch at offset 4.
+    let filter = [
+        op(LD_W_ABS, 0, 0, 4),
+        op(JEQ_K, 0, 3, AUDIT_ARCH),
+        op(LD_W_ABS, 0, 0, 0),
+        op(JEQ_K, 0, 1, libc::SYS_io_uring_setup as u32),
+        op(RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32),
+        op(RET_K, 0, 0, RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    let prog_addr = &prog as *const libc::sock_fprog as usize;
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    // SAFETY: only prctl(2) runs between fork and exec, with no allocation;
+    // `filter` and `prog` outlive the spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, prog_addr) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().expect("spawn with a seccomp filter")
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[test]
+fn denied_io_uring_is_explained() {
+    for args in [
+        &["-t", "1", "-c", "1", "-d", "1s", "http://127.0.0.1:1/"][..],
+        &["serve", "http", "--listen", "127.0.0.1:0"][..],
+    ] {
+        let out = without_io_uring(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        for want in ["io_uring", "kernel.io_uring_disabled", "seccomp"] {
+            assert!(err.contains(want), "{args:?}: no {want:?} in {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(out.stdout.is_empty(), "{args:?}: printed before failing");
+    }
 }

@@ -1,12 +1,11 @@
-//! One client connection slot: its socket, buffers, current request and where
-//! it is in its life (see `LIFECYCLE.md` beside this file). The slot, its
-//! buffer and its timespec are boxed so their addresses stay fixed while the
-//! kernel holds them.
+//! One client connection slot: its socket, receive buffer, protocol state,
+//! current request and where it is in its life (see `LIFECYCLE.md` beside
+//! this file). The buffer and the schedule timespec are boxed so their
+//! addresses stay fixed while the kernel holds them.
 
 use io_uring::types::Timespec;
 use socket2::Socket;
 
-use crate::http_parse::ResponseParser;
 use crate::schedule::Schedule;
 
 /// Where a connection is in its life.
@@ -18,7 +17,7 @@ pub enum Phase {
     Connecting,
     /// Open loop: waiting for the intended send time of the next request.
     Waiting,
-    /// A request (send + receive) or stream operation is in flight.
+    /// A request (send + receive) or a throughput send or receive is in flight.
     Busy,
     /// Waiting for in-flight operations to complete before going on.
     Draining,
@@ -39,23 +38,21 @@ pub struct Req {
     pub recording: bool,
 }
 
-/// One connection slot.
-pub struct Conn {
+/// One connection slot; `S` is the workload's per-connection state.
+pub struct Conn<S> {
     pub sock: Option<Socket>,
-    /// Bumped whenever the socket is replaced; part of every `user_data`.
+    /// Changed whenever the socket is replaced; part of every `user_data`.
     pub gen: u32,
     /// Operations submitted and not yet completed.
     pub inflight: u32,
     pub phase: Phase,
-    /// Receive buffer.
+    /// Receive buffer (the protocol says where each receive lands).
     pub buf: Box<[u8]>,
-    /// Bytes in `buf` not yet consumed by the parser.
-    pub filled: usize,
     /// Bytes of the current request sent.
     pub sent: usize,
-    /// Echo: bytes of the current message received back.
-    pub got: usize,
-    pub parser: ResponseParser,
+    /// The protocol's state (response parser, bytes echoed so far…).
+    pub state: S,
+    /// The request in progress; never one between requests or on a stream.
     pub req: Option<Req>,
     pub sched: Option<Schedule>,
     /// Timespec of the pending schedule timer.
@@ -67,18 +64,16 @@ pub struct Conn {
     pub drain_close: bool,
 }
 
-impl Conn {
-    pub fn new(buf_size: usize, head_request: bool, sched: Option<Schedule>) -> Self {
+impl<S> Conn<S> {
+    pub fn new(buf_size: usize, state: S, sched: Option<Schedule>) -> Self {
         Conn {
             sock: None,
             gen: 0,
             inflight: 0,
             phase: Phase::Idle,
             buf: vec![0u8; buf_size].into_boxed_slice(),
-            filled: 0,
             sent: 0,
-            got: 0,
-            parser: ResponseParser::new(head_request),
+            state,
             req: None,
             sched,
             timer: Box::new(Timespec::new()),

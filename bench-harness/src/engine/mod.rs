@@ -1,10 +1,11 @@
-//! The load engine: splits connections (and a request budget) over threads,
-//! runs one io_uring worker per thread (optionally pinned), gathers their
-//! one-second interval samples while the run goes on, and merges their
-//! figures at the end. See `LIFECYCLE.md` for a connection's life.
+//! The load engine: picks the workload's protocol, splits connections (and a
+//! request budget) over threads, runs one io_uring worker per thread
+//! (optionally pinned), gathers their one-second interval samples while the
+//! run goes on, and merges their figures at the end. See `LIFECYCLE.md` for
+//! a connection's life.
 
 mod conn;
-pub mod ring;
+mod protocol;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -16,11 +17,13 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use socket2::SockAddr;
 use thiserror::Error;
+use uring_kit::RingError;
 
 use crate::clock::now_ns;
 use crate::stats::{new_histogram, Stats};
 use crate::target::Target;
-use crate::workload::Workload;
+use crate::workload::{Direction, Workload};
+use protocol::Protocol;
 use worker::{Shared, Worker, WorkerSpec};
 
 /// Everything a run needs.
@@ -48,6 +51,9 @@ pub struct RunConfig {
 pub enum EngineError {
     #[error("invalid run: {0}")]
     Config(String),
+    /// io_uring cannot be used here (the message names the usual causes).
+    #[error(transparent)]
+    Ring(#[from] RingError),
     #[error("load thread failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("a load thread panicked")]
@@ -141,18 +147,31 @@ pub fn run(
     on_interval: &mut dyn FnMut(&Interval),
 ) -> Result<RunOutcome, EngineError> {
     cfg.validate()?;
-    let payload = match &cfg.workload {
-        Workload::Http(h) => h.request_bytes(&cfg.target),
-        Workload::Echo(e) => e.message(),
-        Workload::Stream(s) => s.buffer(),
-    };
+    // Said once, before any thread starts, rather than once per thread.
+    uring_kit::probe()?;
+    match &cfg.workload {
+        Workload::Http(h) => run_with(cfg, protocol::Http::new(h, &cfg.target), stop, on_interval),
+        Workload::Echo(e) => run_with(cfg, protocol::Echo::new(e), stop, on_interval),
+        Workload::Stream(s) => match s.direction {
+            Direction::Upload => run_with(cfg, protocol::Upload::new(s), stop, on_interval),
+            Direction::Download => run_with(cfg, protocol::Download::new(s), stop, on_interval),
+        },
+    }
+}
+
+/// Runs a validated load test whose connections speak `proto`.
+fn run_with<P: Protocol>(
+    cfg: &RunConfig,
+    proto: P,
+    stop: Arc<AtomicBool>,
+    on_interval: &mut dyn FnMut(&Interval),
+) -> Result<RunOutcome, EngineError> {
+    let proto = Arc::new(proto);
     // Give threads time to start so they begin together.
     let start_ns = now_ns() + 20_000_000;
     let measure_start = start_ns + cfg.warmup.as_nanos() as u64;
     let shared = Arc::new(Shared {
-        workload: cfg.workload.clone(),
         addr: SockAddr::from(cfg.target.addr),
-        payload,
         rate: cfg.rate,
         connections: cfg.connections,
         timeout_ns: cfg.timeout.as_nanos() as u64,
@@ -182,14 +201,15 @@ pub fn run(
             .filter(|c| !c.is_empty())
             .map(|c| c[t % c.len()]);
         let sh = shared.clone();
+        let proto = proto.clone();
         let tx = tx.clone();
         let h = std::thread::Builder::new()
             .name(format!("ringlb-bench-{t}"))
-            .spawn(move || -> std::io::Result<Stats> {
+            .spawn(move || -> Result<Stats, EngineError> {
                 if let Some(id) = cpu {
                     core_affinity::set_for_current(core_affinity::CoreId { id });
                 }
-                Worker::new(sh, spec, tx)?.run()
+                Ok(Worker::new(sh, proto, spec, tx)?.run()?)
             })?;
         handles.push(h);
     }
@@ -247,7 +267,7 @@ pub fn run(
     for h in handles {
         match h.join() {
             Ok(Ok(s)) => stats.merge(&s),
-            Ok(Err(e)) => first_err = first_err.or(Some(EngineError::Io(e))),
+            Ok(Err(e)) => first_err = first_err.or(Some(e)),
             Err(_) => first_err = first_err.or(Some(EngineError::Panic)),
         }
     }

@@ -1,57 +1,58 @@
-//! One load thread: drives its share of the connections over one io_uring
-//! ring. Every operation's `user_data` carries (slot, generation, operation).
-//! A 10 ms absolute timer ("tick") checks deadlines, the end of the run and
-//! the stop flag; schedule timers are absolute nanosecond timeouts.
+//! One load thread: the life of its share of the connections (connecting,
+//! the open-loop schedule, timeouts, draining, the end of the run; see
+//! `LIFECYCLE.md`) and their figures (counters, histograms, one-second
+//! intervals), over one io_uring ring (`uring_kit::Ring`). What goes over a
+//! connection is the workload's [`Protocol`]; nothing here depends on which
+//! workload runs. Every operation's `user_data` is a `uring_kit::Token`
+//! (operation, slot, generation). A 10 ms tick, the time limit of the ring
+//! wait, checks deadlines, the end of the run and the stop flag; schedule
+//! timers are absolute nanosecond timeouts.
 
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use io_uring::opcode;
 use io_uring::squeue::Entry;
-use io_uring::types::{Fd, TimeoutFlags, Timespec};
-use socket2::{Protocol, SockAddr, Socket, Type};
+use io_uring::types::{Fd, TimeoutFlags};
+use socket2::{SockAddr, Socket, Type};
+use uring_kit::token::next_generation;
+use uring_kit::{Completion, Ring, RingError, Token};
 
 use super::conn::{Conn, Phase, Req};
-use super::ring::{Completion, Ring};
+use super::protocol::{Protocol, Received, Step};
 use crate::clock::{now_ns, timespec};
-use crate::http_parse::Progress;
 use crate::schedule::Schedule;
 use crate::stats::{new_histogram, ns_to_us, ErrorKind, IntervalSample, Stats};
-use crate::workload::{Direction, Workload};
 
 const OP_CONNECT: u8 = 1;
 const OP_SEND: u8 = 2;
 const OP_RECV: u8 = 3;
 const OP_TIMER: u8 = 4;
 const OP_CANCEL: u8 = 5;
-const TICK_UD: u64 = u64::MAX;
 const TICK_NS: u64 = 10_000_000;
 const SECOND_NS: u64 = 1_000_000_000;
+/// Submission slots per connection: a request's send and receive, a
+/// continued send or a schedule timer, and a cancel.
+const SQES_PER_CONN: u32 = 4;
+/// The kernel refuses more than 65536 completion slots (without
+/// IORING_SETUP_CLAMP), and the ring asks for four per submission slot.
+const MAX_SQ_ENTRIES: u32 = 16384;
 
+/// The `user_data` of operation `op` on slot `slot` of generation `gen`.
 #[inline]
 fn ud(slot: usize, gen: u32, op: u8) -> u64 {
-    ((slot as u64) << 32) | (((gen & 0x00ff_ffff) as u64) << 8) | op as u64
-}
-
-#[inline]
-fn decode(ud: u64) -> (usize, u32, u8) {
-    (
-        (ud >> 32) as usize,
-        ((ud >> 8) & 0x00ff_ffff) as u32,
-        ud as u8,
-    )
+    Token::new(op, slot as u32, gen, 0).encode()
 }
 
 /// Read-only settings shared by all threads of a run.
 pub(crate) struct Shared {
-    pub workload: Workload,
     pub addr: SockAddr,
-    /// Request (http), message (echo) or upload buffer (stream).
-    pub payload: Vec<u8>,
     pub rate: Option<f64>,
     pub connections: usize,
     pub timeout_ns: u64,
@@ -69,17 +70,24 @@ pub(crate) struct WorkerSpec {
     pub budget: Option<u64>,
 }
 
-pub(crate) struct Worker {
+/// Which way counted bytes went.
+#[derive(Clone, Copy)]
+enum Way {
+    Read,
+    Written,
+}
+
+pub(crate) struct Worker<P: Protocol> {
     // Declared first so it is dropped first.
     ring: Ring,
     sh: Arc<Shared>,
-    conns: Vec<Conn>,
+    proto: Arc<P>,
+    conns: Vec<Conn<P::State>>,
     stats: Stats,
     budget: Option<u64>,
     live: usize,
     stopping: bool,
     end: Option<u64>,
-    tick: Box<Timespec>,
     next_tick: u64,
     index: usize,
     tx: Sender<IntervalSample>,
@@ -92,23 +100,49 @@ pub(crate) struct Worker {
     last_done: u64,
 }
 
-impl Worker {
-    pub fn new(sh: Arc<Shared>, spec: WorkerSpec, tx: Sender<IntervalSample>) -> io::Result<Self> {
-        let ring = Ring::new((spec.conns as u32).saturating_mul(4) + 64)?;
-        let buf_size = match &sh.workload {
-            Workload::Http(_) => 16 * 1024,
-            Workload::Echo(e) => e.size.clamp(1, 64 * 1024),
-            Workload::Stream(s) => s.chunk.max(1),
-        };
-        let head = matches!(&sh.workload, Workload::Http(h) if h.is_head());
+/// The socket of a slot, or -1 (the operation then fails with EBADF).
+fn fd<S>(c: &Conn<S>) -> Fd {
+    Fd(c.sock.as_ref().map_or(-1, |s| s.as_raw_fd()))
+}
+
+/// A send of `data` on slot `i`.
+fn send_entry<S>(c: &Conn<S>, i: usize, data: &[u8]) -> Entry {
+    opcode::Send::new(fd(c), data.as_ptr(), data.len() as u32)
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(ud(i, c.gen, OP_SEND))
+}
+
+/// A receive into the room the protocol gives in slot `i`'s buffer.
+fn recv_entry<P: Protocol>(proto: &P, c: &mut Conn<P::State>, i: usize) -> Entry {
+    let fd = fd(c);
+    let room = proto.room(&c.state, &mut c.buf);
+    opcode::Recv::new(fd, room.as_mut_ptr(), room.len() as u32)
+        .build()
+        .user_data(ud(i, c.gen, OP_RECV))
+}
+
+impl<P: Protocol> Worker<P> {
+    pub fn new(
+        sh: Arc<Shared>,
+        proto: Arc<P>,
+        spec: WorkerSpec,
+        tx: Sender<IntervalSample>,
+    ) -> Result<Self, RingError> {
+        let entries = u32::try_from(spec.conns)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(SQES_PER_CONN)
+            .saturating_add(64)
+            .min(MAX_SQ_ENTRIES);
+        let (ring, _) = Ring::new(entries)?;
+        let buf_size = proto.recv_buffer_size();
         let conns = (0..spec.conns)
             .map(|k| {
                 let g = spec.first_conn + k;
                 let sched = sh
                     .rate
-                    .filter(|_| sh.workload.has_requests())
                     .map(|r| Schedule::new(sh.start_ns, r, sh.connections, g));
-                Conn::new(buf_size, head, sched)
+                Conn::new(buf_size, proto.new_state(), sched)
             })
             .collect();
         let ms = sh.measure_start;
@@ -116,12 +150,12 @@ impl Worker {
             ring,
             end: sh.end,
             sh,
+            proto,
             conns,
             stats: Stats::default(),
             budget: spec.budget,
             live: spec.conns,
             stopping: false,
-            tick: Box::new(Timespec::new()),
             next_tick: 0,
             index: spec.index,
             tx,
@@ -139,8 +173,11 @@ impl Worker {
     pub fn run(mut self) -> io::Result<Stats> {
         let r = self.drive();
         if r.is_err() && self.conns.iter().any(|c| c.inflight > 0) {
-            // The kernel may still write into these buffers: never free them.
+            // The kernel may still read or write what these operations
+            // point to (buffers, the address, the bytes sent): never free it.
             std::mem::forget(std::mem::take(&mut self.conns));
+            std::mem::forget(self.sh.clone());
+            std::mem::forget(self.proto.clone());
         }
         r?;
         let now = now_ns();
@@ -156,18 +193,23 @@ impl Worker {
     fn drive(&mut self) -> io::Result<()> {
         let now = now_ns();
         if now < self.sh.start_ns {
-            std::thread::sleep(std::time::Duration::from_nanos(self.sh.start_ns - now));
+            std::thread::sleep(Duration::from_nanos(self.sh.start_ns - now));
         }
         let now = now_ns();
         self.next_tick = now + TICK_NS;
-        self.arm_tick()?;
         for i in 0..self.conns.len() {
             self.next_request(i, now)?;
         }
         let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
         while self.live > 0 {
-            self.ring.submit_and_wait()?;
-            self.ring.drain(&mut cqes);
+            let now = now_ns();
+            if now >= self.next_tick {
+                self.on_tick(now)?;
+                continue;
+            }
+            let wait = Duration::from_nanos(self.next_tick - now);
+            self.ring.submit_and_wait(1, Some(wait))?;
+            self.ring.reap(&mut cqes);
             for c in cqes.drain(..) {
                 let now = now_ns();
                 self.on_cqe(c, now)?;
@@ -179,20 +221,12 @@ impl Worker {
     /// Queues an entry built by this module.
     fn push(&mut self, e: Entry) -> io::Result<()> {
         // SAFETY: every entry built here points into a connection slot's boxed
-        // buffer or timespec, into `self.tick`, or into `Shared` (payload,
-        // address), which this worker keeps alive. A slot's buffer is only
-        // reused once its `inflight` count is zero, and `run` never frees the
-        // slots while operations are in flight.
+        // buffer or timespec, into `Shared` (the address) or into the
+        // protocol (the bytes its steps send, the same for the whole run),
+        // which this worker keeps alive. A slot's buffer is only reused once
+        // its `inflight` count is zero, and `run` never frees any of these
+        // while operations are in flight.
         unsafe { self.ring.push(&e) }
-    }
-
-    fn arm_tick(&mut self) -> io::Result<()> {
-        *self.tick = timespec(self.next_tick);
-        let e = opcode::Timeout::new(&*self.tick)
-            .flags(TimeoutFlags::ABS)
-            .build()
-            .user_data(TICK_UD);
-        self.push(e)
     }
 
     fn past_end(&self, now: u64) -> bool {
@@ -200,11 +234,9 @@ impl Worker {
     }
 
     fn on_cqe(&mut self, c: Completion, now: u64) -> io::Result<()> {
-        if c.user_data == TICK_UD {
-            return self.on_tick(now);
-        }
-        let (i, gen, op) = decode(c.user_data);
-        if op == OP_CANCEL || i >= self.conns.len() || self.conns[i].gen & 0x00ff_ffff != gen {
+        let t = Token::decode(c.user_data);
+        let (i, op) = (t.slot as usize, t.op);
+        if op == OP_CANCEL || i >= self.conns.len() || self.conns[i].gen != t.generation {
             return Ok(());
         }
         self.conns[i].inflight -= 1;
@@ -246,10 +278,7 @@ impl Worker {
                 _ => {}
             }
         }
-        if self.live > 0 {
-            self.next_tick = self.next_tick.max(now) + TICK_NS;
-            self.arm_tick()?;
-        }
+        self.next_tick = self.next_tick.max(now) + TICK_NS;
         Ok(())
     }
 
@@ -286,24 +315,20 @@ impl Worker {
         Ok(())
     }
 
+    /// Counts a failure: against its request, or, between requests (a
+    /// stream), at `now`. A request's failure after the end is in flight at
+    /// the end.
     fn fail(&mut self, i: usize, kind: ErrorKind, now: u64) -> io::Result<()> {
         let past_end = self.past_end(now);
-        let stream = !self.sh.workload.has_requests();
-        let c = &mut self.conns[i];
-        let recording = match c.req.take() {
-            Some(r) => r.recording,
-            None => stream && now >= self.sh.measure_start,
-        };
-        if recording {
-            if past_end {
-                if !stream {
-                    self.stats.in_flight_at_end += 1;
-                }
-            } else {
-                self.roll_intervals(now);
-                self.stats.errors.add(kind);
-                self.ival_errors += 1;
+        let req = self.conns[i].req.take();
+        if past_end {
+            if req.is_some_and(|r| r.recording) {
+                self.stats.in_flight_at_end += 1;
             }
+        } else if req.map_or(now >= self.sh.measure_start, |r| r.recording) {
+            self.roll_intervals(now);
+            self.stats.errors.add(kind);
+            self.ival_errors += 1;
         }
         self.interrupt(i)?;
         self.drain_step(i, now)
@@ -316,7 +341,7 @@ impl Worker {
         }
         if c.drain_close {
             c.sock = None;
-            c.gen = c.gen.wrapping_add(1);
+            c.gen = next_generation(c.gen);
             c.drain_close = false;
         }
         c.phase = Phase::Idle;
@@ -336,54 +361,51 @@ impl Worker {
         self.live -= 1;
     }
 
+    /// The connection is free: its next step, after the schedule, budget and
+    /// counting for a request.
     fn next_request(&mut self, i: usize, now: u64) -> io::Result<()> {
         if self.stopping || self.past_end(now) {
             self.finish(i);
             return Ok(());
         }
-        if !self.sh.workload.has_requests() {
-            return if self.conns[i].sock.is_none() {
-                self.connect(i, now)
-            } else {
-                self.stream_step(i, now)
+        if let Step::Request(_) = self.proto.step() {
+            let c = &mut self.conns[i];
+            let intended = match &mut c.sched {
+                Some(s) => s.next_ns(),
+                None => now,
             };
-        }
-        let c = &mut self.conns[i];
-        let intended = match &mut c.sched {
-            Some(s) => s.next_ns(),
-            None => now,
-        };
-        if self.end.is_some_and(|e| intended >= e) {
-            self.finish(i);
-            return Ok(());
-        }
-        let recording = intended >= self.sh.measure_start;
-        if recording {
-            if let Some(b) = &mut self.budget {
-                if *b == 0 {
-                    self.finish(i);
-                    return Ok(());
-                }
-                *b -= 1;
+            if self.end.is_some_and(|e| intended >= e) {
+                self.finish(i);
+                return Ok(());
             }
-            self.stats.issued += 1;
-        }
-        let c = &mut self.conns[i];
-        c.req = Some(Req {
-            intended,
-            sent_at: 0,
-            first_byte: 0,
-            recording,
-        });
-        if intended > now {
-            *c.timer = timespec(intended);
-            let e = opcode::Timeout::new(&*c.timer)
-                .flags(TimeoutFlags::ABS)
-                .build()
-                .user_data(ud(i, c.gen, OP_TIMER));
-            c.inflight += 1;
-            c.phase = Phase::Waiting;
-            return self.push(e);
+            let recording = intended >= self.sh.measure_start;
+            if recording {
+                if let Some(b) = &mut self.budget {
+                    if *b == 0 {
+                        self.finish(i);
+                        return Ok(());
+                    }
+                    *b -= 1;
+                }
+                self.stats.issued += 1;
+            }
+            let c = &mut self.conns[i];
+            c.req = Some(Req {
+                intended,
+                sent_at: 0,
+                first_byte: 0,
+                recording,
+            });
+            if intended > now {
+                *c.timer = timespec(intended);
+                let e = opcode::Timeout::new(&*c.timer)
+                    .flags(TimeoutFlags::ABS)
+                    .build()
+                    .user_data(ud(i, c.gen, OP_TIMER));
+                c.inflight += 1;
+                c.phase = Phase::Waiting;
+                return self.push(e);
+            }
         }
         self.begin(i, now)
     }
@@ -392,7 +414,7 @@ impl Worker {
         if self.conns[i].sock.is_none() {
             self.connect(i, now)
         } else {
-            self.send_request(i, now)
+            self.start_step(i, now)
         }
     }
 
@@ -406,17 +428,15 @@ impl Worker {
 
     fn connect(&mut self, i: usize, now: u64) -> io::Result<()> {
         let addr = &self.sh.addr;
-        let sock = match Socket::new(addr.domain(), Type::STREAM, Some(Protocol::TCP)) {
+        let sock = match Socket::new(addr.domain(), Type::STREAM, Some(socket2::Protocol::TCP)) {
             Ok(s) => s,
             Err(_) => {
                 self.conns[i].phase = Phase::Connecting;
                 return self.fail(i, ErrorKind::Connect, now);
             }
         };
-        if !matches!(self.sh.workload, Workload::Stream(_)) {
-            let _ = sock.set_tcp_nodelay(true);
-        }
-        let fd = Fd(std::os::fd::AsRawFd::as_raw_fd(&sock));
+        self.proto.configure(&sock);
+        let fd = Fd(sock.as_raw_fd());
         let e =
             opcode::Connect::new(fd, addr.as_ptr() as *const libc::sockaddr, addr.len()).build();
         let timeout = self.sh.timeout_ns;
@@ -446,95 +466,58 @@ impl Worker {
                 .saturating_record(ns_to_us(now - c.connect_start));
         }
         c.deadline = 0;
-        if self.sh.workload.has_requests() {
-            self.send_request(i, now)
-        } else {
-            self.stream_step(i, now)
-        }
+        self.start_step(i, now)
     }
 
-    fn fd(&self, i: usize) -> Fd {
-        Fd(self.conns[i]
-            .sock
-            .as_ref()
-            .map_or(-1, std::os::fd::AsRawFd::as_raw_fd))
-    }
-
-    fn send_entry(&self, i: usize, from: usize) -> Entry {
-        let p = &self.sh.payload[from..];
-        opcode::Send::new(self.fd(i), p.as_ptr(), p.len() as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(ud(i, self.conns[i].gen, OP_SEND))
-    }
-
-    fn recv_entry(&mut self, i: usize, limit: usize) -> Entry {
-        let fd = self.fd(i);
-        let c = &mut self.conns[i];
-        let room = &mut c.buf[c.filled..];
-        let len = room.len().min(limit);
-        opcode::Recv::new(fd, room.as_mut_ptr(), len as u32)
-            .build()
-            .user_data(ud(i, c.gen, OP_RECV))
-    }
-
-    fn echo_left(&self, i: usize) -> usize {
-        self.sh.payload.len() - self.conns[i].got
-    }
-
-    fn send_request(&mut self, i: usize, now: u64) -> io::Result<()> {
-        let timeout = self.sh.timeout_ns;
-        let c = &mut self.conns[i];
-        if let Some(r) = &mut c.req {
-            r.sent_at = now;
-        }
-        c.sent = 0;
-        c.got = 0;
-        c.filled = 0;
-        c.parser.reset();
-        c.deadline = now + timeout;
-        c.phase = Phase::Busy;
-        c.inflight += 2;
-        let send = self.send_entry(i, 0);
-        let limit = if matches!(self.sh.workload, Workload::Echo(_)) {
-            self.echo_left(i)
-        } else {
-            usize::MAX
-        };
-        let recv = self.recv_entry(i, limit);
-        self.push(send)?;
-        self.push(recv)
-    }
-
-    fn stream_step(&mut self, i: usize, now: u64) -> io::Result<()> {
+    /// The connection is open and free: submits its step.
+    fn start_step(&mut self, i: usize, now: u64) -> io::Result<()> {
         if self.stopping || self.past_end(now) {
             self.finish(i);
             return Ok(());
         }
-        let upload =
-            matches!(&self.sh.workload, Workload::Stream(s) if s.direction == Direction::Upload);
-        let e = if upload {
-            self.send_entry(i, 0)
-        } else {
-            self.conns[i].filled = 0;
-            self.recv_entry(i, usize::MAX)
-        };
+        let timeout = self.sh.timeout_ns;
+        let proto = &*self.proto;
         let c = &mut self.conns[i];
         c.phase = Phase::Busy;
-        c.inflight += 1;
-        self.push(e)
+        let (send, recv) = match proto.step() {
+            Step::Request(request) => {
+                if let Some(r) = &mut c.req {
+                    r.sent_at = now;
+                }
+                c.sent = 0;
+                c.deadline = now + timeout;
+                proto.begin(&mut c.state);
+                (
+                    Some(send_entry(c, i, request)),
+                    Some(recv_entry(proto, c, i)),
+                )
+            }
+            Step::Send(data) => (Some(send_entry(c, i, data)), None),
+            Step::Receive => (None, Some(recv_entry(proto, c, i))),
+        };
+        for e in [send, recv].into_iter().flatten() {
+            self.conns[i].inflight += 1;
+            self.push(e)?;
+        }
+        Ok(())
     }
 
-    fn count_stream_bytes(&mut self, n: usize, now: u64, upload: bool) {
-        if now >= self.sh.measure_start && !self.past_end(now) {
-            self.roll_intervals(now);
-            if upload {
-                self.stats.bytes_written += n as u64;
-            } else {
-                self.stats.bytes_read += n as u64;
-            }
-            self.ival_bytes += n as u64;
+    /// Counts bytes moved: a request's if it is recorded, a stream's if
+    /// `now` is in the measured window.
+    fn count_bytes(&mut self, i: usize, n: usize, way: Way, now: u64) {
+        let recording = match &self.conns[i].req {
+            Some(r) => r.recording,
+            None => now >= self.sh.measure_start,
+        };
+        if !recording || self.past_end(now) {
+            return;
         }
+        self.roll_intervals(now);
+        match way {
+            Way::Read => self.stats.bytes_read += n as u64,
+            Way::Written => self.stats.bytes_written += n as u64,
+        }
+        self.ival_bytes += n as u64;
     }
 
     fn on_send(&mut self, i: usize, res: i32, now: u64) -> io::Result<()> {
@@ -542,104 +525,61 @@ impl Worker {
             return self.fail(i, ErrorKind::Write, now);
         }
         let n = res as usize;
-        if !self.sh.workload.has_requests() {
-            self.count_stream_bytes(n, now, true);
-            return self.stream_step(i, now);
+        self.count_bytes(i, n, Way::Written, now);
+        match self.proto.step() {
+            Step::Request(request) => {
+                let c = &mut self.conns[i];
+                c.sent += n;
+                if c.sent < request.len() {
+                    c.inflight += 1;
+                    let e = send_entry(c, i, &request[c.sent..]);
+                    return self.push(e);
+                }
+                // All sent; the receive is in flight.
+                Ok(())
+            }
+            // Throughput, counted: on with the next step.
+            Step::Send(_) | Step::Receive => self.next_request(i, now),
         }
-        let past_end = self.past_end(now);
-        let c = &mut self.conns[i];
-        if c.req.is_some_and(|r| r.recording) && !past_end {
-            self.stats.bytes_written += n as u64;
-        }
-        c.sent += n;
-        if c.sent < self.sh.payload.len() {
-            c.inflight += 1;
-            let sent = c.sent;
-            let e = self.send_entry(i, sent);
-            return self.push(e);
-        }
-        Ok(())
     }
 
     fn on_recv(&mut self, i: usize, res: i32, now: u64) -> io::Result<()> {
         if res < 0 {
             return self.fail(i, ErrorKind::Read, now);
         }
-        if !self.sh.workload.has_requests() {
-            if res == 0 {
-                return self.fail(i, ErrorKind::Read, now);
-            }
-            self.count_stream_bytes(res as usize, now, false);
-            return self.stream_step(i, now);
-        }
-        let is_http = matches!(self.sh.workload, Workload::Http(_));
-        if res == 0 {
-            if is_http {
-                if let Ok(info) = self.conns[i].parser.finish_eof() {
-                    return self.complete(i, now, Some(info.status), false);
-                }
-            }
-            return self.fail(i, ErrorKind::Read, now);
-        }
-        let n = res as usize;
-        let past_end = self.past_end(now);
-        let c = &mut self.conns[i];
-        if let Some(r) = &mut c.req {
-            if r.first_byte == 0 {
-                r.first_byte = now;
-            }
-            if r.recording && !past_end {
-                self.stats.bytes_read += n as u64;
-            }
-        }
-        if is_http {
-            c.filled += n;
-            match c.parser.feed(&c.buf[..c.filled]) {
-                Err(_) => self.fail(i, ErrorKind::Protocol, now),
-                Ok(Progress::Partial { consumed }) => {
-                    if consumed > 0 {
-                        c.buf.copy_within(consumed..c.filled, 0);
-                        c.filled -= consumed;
-                    }
-                    if c.filled == c.buf.len() {
-                        // A response head larger than the buffer.
-                        return self.fail(i, ErrorKind::Protocol, now);
-                    }
-                    c.inflight += 1;
-                    let e = self.recv_entry(i, usize::MAX);
-                    self.push(e)
-                }
-                Ok(Progress::Complete { consumed, info }) => {
-                    if consumed != c.filled {
-                        // Bytes beyond the response we asked for.
-                        return self.fail(i, ErrorKind::Protocol, now);
-                    }
-                    self.complete(i, now, Some(info.status), info.keep_alive)
-                }
-            }
+        let meaning = if res == 0 {
+            self.proto.closed(&mut self.conns[i].state)
         } else {
-            let got = c.got;
-            if c.buf[..n] != self.sh.payload[got..got + n] {
-                return self.fail(i, ErrorKind::Protocol, now);
+            let n = res as usize;
+            if let Some(r) = &mut self.conns[i].req {
+                if r.first_byte == 0 {
+                    r.first_byte = now;
+                }
             }
-            c.got += n;
-            if c.got == self.sh.payload.len() {
-                return self.complete(i, now, None, true);
+            self.count_bytes(i, n, Way::Read, now);
+            let c = &mut self.conns[i];
+            self.proto.received(&mut c.state, &mut c.buf, n)
+        };
+        match meaning {
+            Received::Partial => {
+                let c = &mut self.conns[i];
+                c.inflight += 1;
+                let e = recv_entry(&*self.proto, c, i);
+                self.push(e)
             }
-            c.inflight += 1;
-            let left = self.echo_left(i);
-            let e = self.recv_entry(i, left);
-            self.push(e)
+            Received::Complete { status, keep_alive } => self.complete(i, now, status, keep_alive),
+            Received::Counted => self.next_request(i, now),
+            Received::Invalid => self.fail(i, ErrorKind::Protocol, now),
+            Received::Truncated => self.fail(i, ErrorKind::Read, now),
         }
     }
 
     fn complete(&mut self, i: usize, now: u64, status: Option<u16>, keep: bool) -> io::Result<()> {
         let past_end = self.past_end(now);
-        let close_mode = matches!(&self.sh.workload, Workload::Http(h) if h.close);
         let c = &mut self.conns[i];
         let req = c.req.take();
         c.deadline = 0;
-        c.drain_close = !keep || close_mode;
+        c.drain_close = !keep;
         c.phase = Phase::Draining;
         if let Some(r) = req.filter(|r| r.recording) {
             if past_end {
@@ -696,22 +636,5 @@ impl Worker {
         };
         // The receiver only goes away if the run is being torn down.
         let _ = self.tx.send(sample);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_data_round_trips() {
-        for (slot, gen, op) in [
-            (0, 0, OP_SEND),
-            (70_000, 0x00ff_ffff, OP_TIMER),
-            (5, 77, OP_RECV),
-        ] {
-            assert_eq!(decode(ud(slot, gen, op)), (slot, gen, op));
-        }
-        assert_ne!(ud(u32::MAX as usize, 0x00ff_ffff, 0xff), 0);
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use thiserror::Error;
+use uring_kit::RingError;
 
 /// What the server does with a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,9 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("invalid server settings: {0}")]
     Config(String),
+    /// io_uring cannot be used here (the message names the usual causes).
+    #[error(transparent)]
+    Ring(#[from] RingError),
 }
 
 /// Live server counters.
@@ -117,7 +121,7 @@ pub(crate) struct ServerShared {
 pub struct ServerHandle {
     addr: SocketAddr,
     shared: Arc<ServerShared>,
-    threads: Vec<JoinHandle<std::io::Result<()>>>,
+    threads: Vec<JoinHandle<Result<(), ServeError>>>,
 }
 
 impl ServerHandle {
@@ -147,7 +151,7 @@ impl ServerHandle {
         for t in self.threads {
             match t.join() {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => err = err.or(Some(ServeError::Io(e))),
+                Ok(Err(e)) => err = err.or(Some(e)),
                 Err(_) => {
                     err = err.or(Some(ServeError::Io(std::io::Error::other(
                         "server thread panicked",
@@ -174,6 +178,9 @@ pub fn start(cfg: ServeConfig, stop: Option<Arc<AtomicBool>>) -> Result<ServerHa
             )));
         }
     }
+    // Before binding: a denied io_uring is said at once, not after
+    // "listening on".
+    uring_kit::probe()?;
     let listen_err = |source| ServeError::Listen {
         addr: cfg.listen,
         source,

@@ -1,5 +1,6 @@
 //! One server thread: accepts on the shared listener and serves its
-//! connections over its own io_uring ring. A connection alternates between
+//! connections over its own io_uring ring (`uring_kit::Ring`, with a
+//! `uring_kit::Token` in every `user_data`). A connection alternates between
 //! receiving and sending (never both), so its buffers are touched by at most
 //! one operation at a time; a 50 ms tick checks the stop flag.
 
@@ -13,11 +14,11 @@ use io_uring::opcode;
 use io_uring::squeue::Entry;
 use io_uring::types::{Fd, TimeoutFlags, Timespec};
 use socket2::Socket;
+use uring_kit::{Completion, Ring, Token};
 
 use super::http::{self, RequestState};
-use super::{Mode, ServerShared};
+use super::{Mode, ServeError, ServerShared};
 use crate::clock::{now_ns, timespec};
-use crate::engine::ring::{Completion, Ring};
 
 const OP_ACCEPT: u8 = 1;
 const OP_RECV: u8 = 2;
@@ -28,16 +29,9 @@ const OP_TICK: u8 = 6;
 const NO_SLOT: usize = u32::MAX as usize;
 const TICK_NS: u64 = 50_000_000;
 
+/// The `user_data` of operation `op` on slot `slot` of generation `gen`.
 fn ud(slot: usize, gen: u32, op: u8) -> u64 {
-    ((slot as u64) << 32) | (((gen & 0x00ff_ffff) as u64) << 8) | op as u64
-}
-
-fn decode(ud: u64) -> (usize, u32, u8) {
-    (
-        (ud >> 32) as usize,
-        ((ud >> 8) & 0x00ff_ffff) as u32,
-        ud as u8,
-    )
+    Token::new(op, slot as u32, gen, 0).encode()
 }
 
 struct SConn {
@@ -68,9 +62,10 @@ struct Server {
     stopping: bool,
 }
 
-pub(crate) fn run(sh: Arc<ServerShared>) -> io::Result<()> {
+pub(crate) fn run(sh: Arc<ServerShared>) -> Result<(), ServeError> {
+    let (ring, _) = Ring::new(1024)?;
     let mut s = Server {
-        ring: Ring::new(1024)?,
+        ring,
         sh,
         conns: Vec::new(),
         free: Vec::new(),
@@ -85,7 +80,7 @@ pub(crate) fn run(sh: Arc<ServerShared>) -> io::Result<()> {
         // The kernel may still write into these buffers: never free them.
         std::mem::forget(std::mem::take(&mut s.conns));
     }
-    r
+    Ok(r?)
 }
 
 impl Server {
@@ -109,8 +104,8 @@ impl Server {
             if self.stopping && !busy {
                 return Ok(());
             }
-            self.ring.submit_and_wait()?;
-            self.ring.drain(&mut cqes);
+            self.ring.submit_and_wait(1, None)?;
+            self.ring.reap(&mut cqes);
             for c in cqes.drain(..) {
                 self.on_cqe(c)?;
             }
@@ -144,7 +139,8 @@ impl Server {
     }
 
     fn on_cqe(&mut self, c: Completion) -> io::Result<()> {
-        let (slot, gen, op) = decode(c.user_data);
+        let t = Token::decode(c.user_data);
+        let (slot, op) = (t.slot as usize, t.op);
         match op {
             OP_CANCEL => return Ok(()),
             OP_TICK => {
@@ -166,7 +162,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(slot).and_then(|c| c.as_mut()) else {
             return Ok(());
         };
-        if conn.gen & 0x00ff_ffff != gen {
+        if conn.gen != t.generation {
             return Ok(());
         }
         conn.inflight -= 1;
@@ -224,7 +220,7 @@ impl Server {
                     self.conns.len() - 1
                 }
             };
-            self.gens[slot] = self.gens[slot].wrapping_add(1);
+            self.gens[slot] = uring_kit::token::next_generation(self.gens[slot]);
             self.conns[slot] = Some(Box::new(SConn {
                 sock,
                 gen: self.gens[slot],
