@@ -12,18 +12,30 @@ use socket2::SockAddr;
 
 use crate::config::{BalanceKind, Config, PoolConfig};
 
-/// Counters of one server, shared by every shard.
+/// Live state of one server, shared by every shard. Laid out by who writes
+/// what: `down` is read on every pick and written rarely, `active` is written
+/// on every connect and close and read by least-connections picks, and the
+/// attempt totals are written once per connect; each sits on its own cache
+/// line so that writes to one do not slow reads of another.
 #[derive(Debug, Default)]
 pub struct ServerLive {
-    /// Connections open to this server right now, summed over all shards.
-    /// Each shard adds its own connects and closes; least-connections reads it.
+    /// True while the server must not be picked (health checks, draining).
+    pub down: CachePadded<AtomicBool>,
+    /// Connections open to this server right now (connecting or
+    /// connected), summed over all shards. Each shard adds its own connects
+    /// and closes, and keeps its own exact count beside it.
     pub active: CachePadded<AtomicU64>,
-    /// Connections ever established.
+    /// Connect attempts and how they ended.
+    pub attempts: CachePadded<Attempts>,
+}
+
+/// How a server's connect attempts ended, summed over all shards.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    /// Connections established.
     pub connections: AtomicU64,
-    /// Connect attempts that failed or timed out.
+    /// Connects that failed or timed out.
     pub connect_failures: AtomicU64,
-    /// False while the server must not be picked (health checks, draining).
-    pub down: AtomicBool,
 }
 
 impl ServerLive {

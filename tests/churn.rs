@@ -26,15 +26,17 @@ fn one_exchange(addr: std::net::SocketAddr, i: u32) {
     }
 }
 
-/// A pair whose server resets it after the first byte.
+/// A pair whose server resets it after the first byte: the client must see
+/// the reset itself, not a clean end.
 fn reset_by_server(addr: std::net::SocketAddr) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"x").unwrap();
     let mut buf = [0u8; 16];
+    let end = s.read(&mut buf);
     assert!(
-        !matches!(s.read(&mut buf), Ok(n) if n > 0),
-        "no data from a reset pair"
+        matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the server's reset reaches the client: {end:?}"
     );
 }
 
@@ -54,11 +56,13 @@ fn short_connections_leak_nothing() {
         1,
         ForwardMode::Copy,
     ));
-    // Warm up: slabs, buffers and the allocator reach their working size.
+    // Warm up: slabs, buffers, the allocator and this process's own
+    // backends (a thread per connection) reach their working size; the
+    // reset backend's threads take about a thousand connections to.
     for i in 0..1000 {
         one_exchange(addr, i);
     }
-    for _ in 0..100 {
+    for _ in 0..1000 {
         reset_by_server(reset_addr);
     }
     assert_drained(&rt);
@@ -68,10 +72,14 @@ fn short_connections_leak_nothing() {
     });
     let fds_before = open_fds();
     let rss_before = rss_kib();
+    let mut rss_half = 0;
     for i in 0..10_000 {
         one_exchange(addr, i);
         if i % 10 == 5 {
             reset_by_server(reset_addr);
+        }
+        if i == 4_999 {
+            rss_half = rss_kib();
         }
     }
     assert_drained(&rt);
@@ -86,10 +94,18 @@ fn short_connections_leak_nothing() {
     let settled = common::wait_until(Duration::from_secs(5), || open_fds() <= fds_before);
     let (fds_after, rss_after) = (open_fds(), rss_kib());
     assert!(settled, "fds grew from {fds_before} to {fds_after}");
+    // A leak grows with the connections; what the allocator, thread stacks
+    // and the backend's threads settle into does not. So the second 5,000
+    // connections may add little (1 MiB is 200 bytes a connection), while
+    // the first may also absorb the machine's noise.
     assert!(
-        rss_after <= rss_before + 4096,
+        rss_after <= rss_half + 1024,
+        "RSS grew from {rss_half} KiB to {rss_after} KiB over the last 5,000 connections"
+    );
+    assert!(
+        rss_after <= rss_before + 8192,
         "RSS grew from {rss_before} KiB to {rss_after} KiB over 10,000 connections"
     );
     assert_eq!(rt.counters().accepted, 11_000);
-    assert_eq!(rt_reset.counters().accepted, 1_100);
+    assert_eq!(rt_reset.counters().accepted, 2_000);
 }

@@ -159,8 +159,8 @@ fn connect_timeout_is_bounded_and_redispatches() {
     let end = read_to_close(&mut s);
     let took = t.elapsed();
     assert!(
-        end.is_ok() || matches!(&end, Err(e) if e.kind() == ErrorKind::ConnectionReset),
-        "{end:?}"
+        matches!(&end, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "a client no server could take is reset, never closed cleanly: {end:?}"
     );
     assert!(
         took >= Duration::from_millis(250) && took < Duration::from_secs(2),
@@ -189,7 +189,22 @@ fn connect_timeout_is_bounded_and_redispatches() {
     assert!(t.elapsed() < Duration::from_secs(2));
     drop(s);
     assert_drained(&rt);
-    assert_eq!(rt.counters().unserved, 0);
+    let c = rt.counters();
+    assert_eq!(
+        (c.unserved, c.connect_failures, c.redispatches),
+        (0, 1, 1),
+        "one timeout, redispatched once: {c:?}"
+    );
+    let servers = &rt.pools().pools[0].servers;
+    let attempts = |i: usize| {
+        let a = &servers[i].live.attempts;
+        (
+            a.connect_failures.load(Ordering::Relaxed),
+            a.connections.load(Ordering::Relaxed),
+        )
+    };
+    assert_eq!(attempts(0), (1, 0), "the blackhole is blamed once");
+    assert_eq!(attempts(1), (0, 1), "the live server took the client");
 }
 
 #[test]

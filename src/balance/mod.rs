@@ -30,15 +30,16 @@ pub fn for_pool(pool: &Pool) -> Box<dyn Balancer> {
 }
 
 /// Chooses a server of `pool` for a connection that has already tried the
-/// servers marked in `tried` (a bit per server index, up to 64 servers
-/// tracked; beyond that retries may repeat a server).
+/// servers marked in `tried` (bit `i % 64` for server `i`: in pools of more
+/// than 64 servers, servers 64 apart share a bit, which can make a
+/// redispatch skip a server it could have tried, never repeat one).
 ///
 /// Primaries come first; backups only when no primary that is up remains
 /// untried. When every server was tried, any server that is up may be picked
 /// again.
 pub fn choose(balancer: &mut dyn Balancer, pool: &Pool, tried: u64) -> Option<usize> {
     let servers = &pool.servers;
-    let untried = |i: usize| i >= 64 || tried & (1 << i) == 0;
+    let untried = |i: usize| tried & (1 << (i % 64)) == 0;
     let tier = |backup: bool, fresh: bool| {
         move |i: usize| {
             let s = &servers[i];

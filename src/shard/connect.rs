@@ -121,7 +121,11 @@ impl Shard {
         let pool_i = p.pool as usize;
         let server = &self.pools.pools[pool_i].servers[si];
         if result == 0 {
-            server.live.connections.fetch_add(1, Ordering::Relaxed);
+            server
+                .live
+                .attempts
+                .connections
+                .fetch_add(1, Ordering::Relaxed);
             p.state = PairState::Forwarding;
             p.server_seen = self.now;
             p.client_seen = self.now;
@@ -129,7 +133,11 @@ impl Shard {
             self.step(slot, DOWN, Event::Start);
             return;
         }
-        server.live.connect_failures.fetch_add(1, Ordering::Relaxed);
+        server
+            .live
+            .attempts
+            .connect_failures
+            .fetch_add(1, Ordering::Relaxed);
         self.counters.connect_failures += 1;
         if self.log.admit(LogKind::ConnectFailed, self.now) {
             tracing::warn!(

@@ -258,13 +258,18 @@ impl Copy {
         }
     }
 
-    /// A byte limit that stops the receive once the direction holds
-    /// [`MAX_HELD`] buffers (when every read fills its buffer).
+    /// Arms the receive with a byte limit that ends it by the time the
+    /// direction holds [`MAX_HELD`] buffers: with room for one more buffer,
+    /// a limit of one byte ends it after its first completion; with room
+    /// for `n`, `(n - 1) * size + 1` bytes end it after `n` completions when
+    /// the reads fill their buffers (bulk data, where bursts are long). Reads
+    /// that come in small pieces may go one or two past the cap before the
+    /// cancel that the cap triggers lands.
     fn arm(&mut self, ctx: &Ctx, out: &mut Actions) {
         let room = MAX_HELD.saturating_sub(self.outbox.len()).max(1) as u32;
         self.recv = Recv::Armed;
         out.push(Action::ArmRecv {
-            limit: room * ctx.buffer_size,
+            limit: recv_limit(room, ctx.buffer_size),
         });
     }
 
@@ -287,6 +292,15 @@ impl Copy {
         } else {
             None
         }
+    }
+}
+
+/// The byte limit for a receive with room for `room` more buffers.
+pub fn recv_limit(room: u32, buffer_size: u32) -> u32 {
+    if room <= 1 {
+        1
+    } else {
+        (room - 1) * buffer_size + 1
     }
 }
 
@@ -775,13 +789,14 @@ mod tests {
     fn started(mode: ForwardMode) -> Dir {
         let mut d = Dir::new();
         let a = d.on(Event::Start, &ctx(mode));
-        assert_eq!(
-            a.as_slice(),
-            [Action::ArmRecv {
-                limit: MAX_HELD as u32 * SIZE
-            }]
-        );
+        assert_eq!(a.as_slice(), [arm(MAX_HELD)]);
         d
+    }
+
+    fn arm(room: usize) -> Action {
+        Action::ArmRecv {
+            limit: recv_limit(room as u32, SIZE),
+        }
     }
 
     fn recv(d: &mut Dir, bid: u16, len: u32, more: bool, mode: ForwardMode) -> Actions {
@@ -827,11 +842,7 @@ mod tests {
         // for the one buffer of room left.
         assert_eq!(
             d.on(Event::Sent(6), &ctx(m)).as_slice(),
-            [
-                Action::GiveBack(BufId::for_test(1)),
-                send(2, 0, 20),
-                Action::ArmRecv { limit: SIZE }
-            ]
+            [Action::GiveBack(BufId::for_test(1)), send(2, 0, 20), arm(1)]
         );
         assert!(!d.source_held());
     }
@@ -864,11 +875,7 @@ mod tests {
         let a = d.on(Event::Sent(10), &ctx(m));
         assert_eq!(
             a.as_slice(),
-            [
-                Action::GiveBack(BufId::for_test(2)),
-                send(3, 0, 10),
-                Action::ArmRecv { limit: SIZE }
-            ]
+            [Action::GiveBack(BufId::for_test(2)), send(3, 0, 10), arm(1)]
         );
     }
 
@@ -909,14 +916,11 @@ mod tests {
             [Action::AwaitBuffer]
         );
         assert!(d.starved() && d.source_held());
-        assert_eq!(
-            d.on(Event::BufferFree, &ctx(m)).as_slice(),
-            [Action::ArmRecv { limit: 2 * SIZE }]
-        );
+        assert_eq!(d.on(Event::BufferFree, &ctx(m)).as_slice(), [arm(2)]);
         // Buffers came back in the same batch: re-arm at once.
         assert_eq!(
             d.on(Event::RecvEnded(-libc::ENOBUFS), &ctx(m)).as_slice(),
-            [Action::ArmRecv { limit: 2 * SIZE }]
+            [arm(2)]
         );
     }
 
@@ -991,7 +995,7 @@ mod tests {
         let m = ForwardMode::Auto;
         let mut d = Dir::Splice(Splice::Lending);
         let a = d.on(Event::PipeLent(None), &ctx(m));
-        assert_eq!(a.as_slice(), [Action::ArmRecv { limit: 2 * SIZE }]);
+        assert_eq!(a.as_slice(), [arm(2)]);
         for bid in 0..2 * AUTO_SPLICE_AFTER as u16 {
             let a = recv(&mut d, bid, SIZE, false, m);
             assert!(!a.contains(&Action::CancelRecv));
@@ -1161,7 +1165,7 @@ mod tests {
             let mut d = Dir::new();
             d.on(Event::Start, &ctx(m));
             let a = d.on(Event::PipeLent(None), &ctx(m));
-            assert_eq!(a.as_slice(), [Action::ArmRecv { limit: 2 * SIZE }]);
+            assert_eq!(a.as_slice(), [arm(2)]);
             assert!(matches!(d, Dir::Copy(_)));
         }
     }

@@ -106,7 +106,6 @@ impl Shard {
             Action::ReturnPipe { pipe, bytes } => self.pipes.release(pipe, bytes == 0),
             Action::LendPipe => return Some(Event::PipeLent(self.pipes.acquire())),
             Action::AwaitBuffer => {
-                self.counters.buffer_starved += 1;
                 let generation = self.pairs[slot].generation;
                 self.buffer_waiters.push_back((slot as u32, generation, d));
             }
@@ -255,7 +254,12 @@ impl Shard {
                     more: cqueue::more(flags),
                 }
             }
-            Op::Recv => Event::RecvEnded(result),
+            Op::Recv => {
+                if result == -libc::ENOBUFS {
+                    self.counters.buffer_starved += 1;
+                }
+                Event::RecvEnded(result)
+            }
             Op::Send => {
                 if result > 0 {
                     self.pairs[slot].progress(d, false, self.now);

@@ -63,7 +63,7 @@ counters! {
     idle_timeouts,
     /// Pairs closed with a reset (an error, a reset, undelivered bytes).
     resets,
-    /// Times a direction waited for the buffer ring to refill.
+    /// Receives that found the buffer ring empty (ENOBUFS).
     buffer_starved,
     /// Bytes forwarded client → server and server → client.
     bytes_up,

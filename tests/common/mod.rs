@@ -2,6 +2,8 @@
 //! shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,6 +32,9 @@ pub enum Behaviour {
     ResetAfterByte,
     /// Writes this many bytes of `pattern(i)` as fast as it can, then FIN.
     Blast(usize),
+    /// Never reads nor writes; holds the connection until the backend is
+    /// dropped (at most 30 s).
+    Stall,
 }
 
 /// The byte at offset `i` of a `Blast` stream.
@@ -75,12 +80,16 @@ impl Backend {
                 let Ok(stream) = stream else { continue };
                 accepted.fetch_add(1, Ordering::SeqCst);
                 active.fetch_add(1, Ordering::SeqCst);
-                let (active, saw_reset, saw_eof) =
-                    (active.clone(), saw_reset.clone(), saw_eof.clone());
+                let (active, saw_reset, saw_eof, stop) = (
+                    active.clone(),
+                    saw_reset.clone(),
+                    saw_eof.clone(),
+                    stop.clone(),
+                );
                 thread::Builder::new()
                     .stack_size(128 * 1024)
                     .spawn(move || {
-                        match serve(stream, behaviour) {
+                        match serve(stream, behaviour, &stop) {
                             Ok(()) => saw_eof.store(true, Ordering::SeqCst),
                             Err(_) => saw_reset.store(true, Ordering::SeqCst),
                         }
@@ -100,7 +109,7 @@ impl Drop for Backend {
     }
 }
 
-fn serve(mut s: TcpStream, behaviour: Behaviour) -> std::io::Result<()> {
+fn serve(mut s: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     match behaviour {
         Behaviour::Echo => loop {
@@ -129,6 +138,13 @@ fn serve(mut s: TcpStream, behaviour: Behaviour) -> std::io::Result<()> {
             s.write_all(&data)?;
             s.shutdown(Shutdown::Write)?;
             while s.read(&mut buf)? > 0 {}
+            Ok(())
+        }
+        Behaviour::Stall => {
+            let end = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                thread::sleep(Duration::from_millis(20));
+            }
             Ok(())
         }
         Behaviour::ResetAfterByte => {

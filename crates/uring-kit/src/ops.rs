@@ -23,7 +23,7 @@ pub fn recv_multi_limited(fd: RawFd, group: u16, limit: u32) -> squeue::Entry {
     // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's 64-byte
     // `io_uring_sqe`, so its bytes can be read and written as an array of
     // the same size; every byte pattern is a valid SQE value.
-    let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    let mut raw = unsafe { std::mem::transmute::<squeue::Entry, [u8; 64]>(entry) };
     raw[SQE_OPTLEN..SQE_OPTLEN + 4].copy_from_slice(&limit.to_ne_bytes());
     // SAFETY: as above, back to the same type.
     unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
@@ -128,8 +128,12 @@ mod tests {
         let plain = opcode::RecvMulti::new(Fd(5), 3).build();
         let limited = recv_multi_limited(5, 3, 0x0102_0304);
         // SAFETY: as in `recv_multi_limited`.
-        let (a, b): ([u8; 64], [u8; 64]) =
-            unsafe { (std::mem::transmute(plain), std::mem::transmute(limited)) };
+        let (a, b): ([u8; 64], [u8; 64]) = unsafe {
+            (
+                std::mem::transmute::<squeue::Entry, [u8; 64]>(plain),
+                std::mem::transmute::<squeue::Entry, [u8; 64]>(limited),
+            )
+        };
         for i in 0..64 {
             if (SQE_OPTLEN..SQE_OPTLEN + 4).contains(&i) {
                 continue;

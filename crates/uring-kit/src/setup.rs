@@ -42,12 +42,19 @@ pub enum RingFlags {
     Plain,
 }
 
-/// Builds a ring for the calling thread with `entries` submission slots and
-/// a completion queue four times larger, falling back to fewer flags on
-/// kernels that lack them. With `SINGLE_ISSUER`, only the calling thread may
-/// submit to it.
+/// The most submission slots a ring gets: its completion queue is four
+/// times larger, and the kernel refuses more than 65,536 completion slots.
+pub const MAX_ENTRIES: u32 = 16384;
+
+/// Builds a ring for the calling thread with `entries` submission slots
+/// (rounded up to a power of two, at most [`MAX_ENTRIES`]) and a completion
+/// queue four times larger, falling back to fewer flags on kernels that lack
+/// them. With `SINGLE_ISSUER`, only the calling thread may submit to it.
 pub fn build(entries: u32) -> Result<(IoUring, RingFlags), RingError> {
-    let cq = entries.saturating_mul(4);
+    // Out-of-range sizes would fail with EINVAL, which below means "flag
+    // not supported" and would send us down the fallbacks for nothing.
+    let entries = entries.clamp(1, MAX_ENTRIES).next_power_of_two();
+    let cq = entries * 4;
     let mut best = IoUring::builder();
     best.setup_cqsize(cq)
         .setup_submit_all()
@@ -82,4 +89,18 @@ pub fn build(entries: u32) -> Result<(IoUring, RingFlags), RingError> {
 /// Checks, before any thread starts, that this process may use io_uring.
 pub fn probe() -> Result<(), RingError> {
     IoUring::new(8).map(drop).map_err(RingError::from_setup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_beyond_the_kernels_limit_are_clamped_not_refused() {
+        let (ring, flags) = build(1 << 20).unwrap();
+        assert_eq!(ring.params().sq_entries(), MAX_ENTRIES);
+        assert_eq!(flags, RingFlags::SingleIssuerDeferTaskrun);
+        let (ring, _) = build(1000).unwrap();
+        assert_eq!(ring.params().sq_entries(), 1024);
+    }
 }
