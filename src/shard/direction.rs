@@ -44,7 +44,11 @@ use crate::config::ForwardMode;
 
 /// Most provided buffers one copy direction holds (one being sent, the
 /// rest waiting behind it), so that stalled sinks cannot drain the ring.
-pub const MAX_HELD: usize = 2;
+/// Three, not two: while one message's send is in flight there must be
+/// room for two more, or the receive could only be
+/// armed for one completion at a time, a re-arm per message (measured: 18%
+/// more CPU per keep-alive request than a multishot that lives on).
+pub const MAX_HELD: usize = 3;
 
 /// Full-buffer receives in a row after which `auto` moves a direction to
 /// splice.
@@ -827,10 +831,11 @@ mod tests {
         let m = ForwardMode::Copy;
         let mut d = started(m);
         assert_eq!(recv(&mut d, 1, 10, true, m).as_slice(), [send(1, 0, 10)]);
-        // A second chunk waits behind the send in flight and fills the cap:
-        // the receive is cancelled.
+        // Later chunks wait behind the send in flight; the one that fills
+        // the cap cancels the receive.
+        assert!(recv(&mut d, 2, 20, true, m).is_empty());
         assert_eq!(
-            recv(&mut d, 2, 20, true, m).as_slice(),
+            recv(&mut d, 3, 30, true, m).as_slice(),
             [Action::CancelRecv]
         );
         assert!(d.source_held());
@@ -845,6 +850,35 @@ mod tests {
             [Action::GiveBack(BufId::for_test(1)), send(2, 0, 20), arm(1)]
         );
         assert!(!d.source_held());
+        // Then 2 and 3 go out in order.
+        assert_eq!(
+            d.on(Event::Sent(20), &ctx(m)).as_slice(),
+            [Action::GiveBack(BufId::for_test(2)), send(3, 0, 30)]
+        );
+    }
+
+    /// Request and reply: while one message is being sent there is room
+    /// for two, so the multishot receive is never armed for a single
+    /// completion and lives on from message to message.
+    #[test]
+    fn messages_keep_one_multishot_receive() {
+        let m = ForwardMode::Copy;
+        let mut d = started(m);
+        for bid in 0..100 {
+            assert_eq!(
+                recv(&mut d, bid, 40, true, m).as_slice(),
+                [send(bid, 0, 40)]
+            );
+            assert_eq!(
+                d.on(Event::Sent(40), &ctx(m)).as_slice(),
+                [Action::GiveBack(BufId::for_test(bid))]
+            );
+        }
+        // The receive ends on its byte limit while a send is in flight:
+        // it is re-armed at once, for more than one completion.
+        let a = recv(&mut d, 100, 40, false, m);
+        assert_eq!(a.as_slice(), [send(100, 0, 40), arm(2)]);
+        assert!(recv_limit(2, SIZE) > 1);
     }
 
     #[test]
@@ -852,9 +886,21 @@ mod tests {
         let m = ForwardMode::Copy;
         let mut d = started(m);
         recv(&mut d, 1, SIZE, true, m);
+        recv(&mut d, 2, SIZE, true, m);
         // The kernel ends the multishot on the limit: no cancel needed.
-        assert!(recv(&mut d, 2, SIZE, false, m).is_empty());
+        assert!(recv(&mut d, 3, SIZE, false, m).is_empty());
         assert!(matches!(&d, Dir::Copy(c) if c.recv == Recv::Stopped(Stop::Full)));
+        // Room again after a send: armed for exactly one more buffer.
+        let a = d.on(Event::Sent(SIZE as i32), &ctx(m));
+        assert_eq!(
+            a.as_slice(),
+            [
+                Action::GiveBack(BufId::for_test(1)),
+                send(2, 0, SIZE),
+                arm(1)
+            ]
+        );
+        assert_eq!(recv_limit(1, SIZE), 1);
     }
 
     #[test]
@@ -862,9 +908,10 @@ mod tests {
         let m = ForwardMode::Copy;
         let mut d = started(m);
         recv(&mut d, 1, 10, true, m);
-        recv(&mut d, 2, 10, true, m); // cancel asked
-                                      // Completions already posted before the cancel landed.
-        assert!(recv(&mut d, 3, 10, true, m).is_empty());
+        recv(&mut d, 2, 10, true, m);
+        recv(&mut d, 3, 10, true, m); // cancel asked
+                                      // A completion already posted before the cancel landed.
+        assert!(recv(&mut d, 4, 10, true, m).is_empty());
         assert!(d.on(Event::RecvEnded(-libc::ECANCELED), &ctx(m)).is_empty());
         // Two sends later the outbox is under the cap again.
         let a = d.on(Event::Sent(10), &ctx(m));
@@ -916,11 +963,11 @@ mod tests {
             [Action::AwaitBuffer]
         );
         assert!(d.starved() && d.source_held());
-        assert_eq!(d.on(Event::BufferFree, &ctx(m)).as_slice(), [arm(2)]);
+        assert_eq!(d.on(Event::BufferFree, &ctx(m)).as_slice(), [arm(MAX_HELD)]);
         // Buffers came back in the same batch: re-arm at once.
         assert_eq!(
             d.on(Event::RecvEnded(-libc::ENOBUFS), &ctx(m)).as_slice(),
-            [arm(2)]
+            [arm(MAX_HELD)]
         );
     }
 
@@ -995,7 +1042,7 @@ mod tests {
         let m = ForwardMode::Auto;
         let mut d = Dir::Splice(Splice::Lending);
         let a = d.on(Event::PipeLent(None), &ctx(m));
-        assert_eq!(a.as_slice(), [arm(2)]);
+        assert_eq!(a.as_slice(), [arm(MAX_HELD)]);
         for bid in 0..2 * AUTO_SPLICE_AFTER as u16 {
             let a = recv(&mut d, bid, SIZE, false, m);
             assert!(!a.contains(&Action::CancelRecv));
@@ -1165,7 +1212,7 @@ mod tests {
             let mut d = Dir::new();
             d.on(Event::Start, &ctx(m));
             let a = d.on(Event::PipeLent(None), &ctx(m));
-            assert_eq!(a.as_slice(), [arm(2)]);
+            assert_eq!(a.as_slice(), [arm(MAX_HELD)]);
             assert!(matches!(d, Dir::Copy(_)));
         }
     }

@@ -1,6 +1,7 @@
 //! The shard's loop: one `io_uring_enter` submits what is queued and waits
-//! for a completion or the timer wheel's next wake-up; then every completion
-//! is handled, the due timers fire, and the counters are published.
+//! for a completion (the timer wheel's next wake-up is a ring timeout, see
+//! `timers.rs`); then every completion is handled, the due timers fire, and
+//! the counters are published.
 //!
 //! Between two handlers the loop runs what a handler may only ask for:
 //! waking directions that wait for a buffer, and serving clients that wait
@@ -73,12 +74,9 @@ impl Shard {
             if let Some(e) = self.fatal.take() {
                 return Err(ShardError::Submit(e));
             }
-            let timeout = self
-                .timers
-                .next_wake()
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            self.arm_wake();
             self.ring
-                .submit_and_wait(1, timeout)
+                .submit_and_wait(1, None)
                 .map_err(ShardError::Enter)?;
             self.now = Instant::now();
             std::mem::swap(&mut batch, &mut self.completions);
@@ -138,6 +136,7 @@ impl Shard {
         match tag.op {
             Op::Accept => self.on_accept(tag.slot as usize, c.result, c.flags),
             Op::Command => self.on_command(),
+            Op::Wake => self.on_wake(tag.slot),
             Op::Ignore => {}
             _ => self.on_pair_completion(tag, c.result, c.flags),
         }
@@ -266,6 +265,7 @@ impl Shard {
             }
             Box::leak(std::mem::take(&mut self.wake_buf));
             Box::leak(std::mem::take(&mut self.connect_timeout));
+            Box::leak(std::mem::take(&mut self.wake_ts));
         }
         self.close_listeners();
         self.reconcile_server_counts();

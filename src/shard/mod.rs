@@ -147,6 +147,11 @@ pub struct Shard {
     expired: Vec<Timer>,
     /// The one retry timer for waiting clients and paused listeners.
     retry_timer: Option<TimerKey>,
+    /// The ring timeout that wakes the loop for the wheel: its duration,
+    /// the instant it was armed for, and its arming's sequence number.
+    wake_ts: Box<Timespec>,
+    wake_armed: Option<Instant>,
+    wake_seq: u32,
     log: LogLimiter,
     log_timer: Option<TimerKey>,
     commands: Arc<ArrayQueue<Command>>,
@@ -216,6 +221,9 @@ impl Shard {
                 timers: TimerWheel::new(TIMER_TICK, now),
                 expired: Vec::new(),
                 retry_timer: None,
+                wake_ts: timespec(Duration::ZERO),
+                wake_armed: None,
+                wake_seq: 0,
                 log: LogLimiter::default(),
                 log_timer: None,
                 commands: spec.commands,

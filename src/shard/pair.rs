@@ -176,7 +176,7 @@ mod tests {
     use super::*;
     use crate::config::ForwardMode;
     use crate::shard::buffers::BufId;
-    use crate::shard::direction::{Ctx, Event};
+    use crate::shard::direction::{Ctx, Event, MAX_HELD};
 
     fn timeouts() -> Timeouts {
         Timeouts {
@@ -231,12 +231,12 @@ mod tests {
             buffers_free: 10,
             pipe_size: 65536,
         };
-        for bid in 0..2 {
+        for bid in 0..MAX_HELD as u16 {
             p.dirs[UP].on(
                 Event::Received {
                     buf: BufId::for_test(bid),
                     len: 4096,
-                    more: bid == 0,
+                    more: bid + 1 < MAX_HELD as u16,
                 },
                 &ctx,
             );

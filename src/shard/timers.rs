@@ -1,7 +1,8 @@
 //! Everything a shard schedules, on one timer wheel (`crate::timer_wheel`):
 //! O(1) to arm and to cancel, and a tick whose cost does not grow with the
-//! number of idle pairs. The loop sleeps in `io_uring_enter` until the
-//! wheel's next wake-up at the latest.
+//! number of idle pairs. One ring timeout wakes the loop for the wheel's
+//! next wake-up; it is re-armed only when that moves earlier, so waiting in
+//! `io_uring_enter` sets up no timer of its own.
 //!
 //! - Idle: one timer per pair, armed at accept. Activity only records a
 //!   time (no timer work per byte); when the timer fires, the pair's real
@@ -15,8 +16,11 @@
 
 use std::time::{Duration, Instant};
 
+use io_uring::opcode;
+
 use super::log_limit::Summary;
 use super::pair::{PairState, Side};
+use super::token::{Op, Tag};
 use super::Shard;
 
 /// How often clients waiting for the budget (and listeners paused at it)
@@ -60,6 +64,36 @@ impl Shard {
     pub(super) fn arm_retry(&mut self, after: Duration) {
         if self.retry_timer.is_none() {
             self.retry_timer = Some(self.arm_timer(self.now + after, Timer::Retry));
+        }
+    }
+
+    /// Makes sure a ring timeout wakes the loop by the wheel's next
+    /// wake-up.
+    pub(super) fn arm_wake(&mut self) {
+        let Some(at) = self.timers.next_wake() else {
+            return;
+        };
+        if self.wake_armed.is_some_and(|armed| armed <= at) {
+            return;
+        }
+        let after = at.saturating_duration_since(Instant::now());
+        *self.wake_ts = io_uring::types::Timespec::new()
+            .sec(after.as_secs())
+            .nsec(after.subsec_nanos());
+        self.wake_seq = self.wake_seq.wrapping_add(1);
+        self.wake_armed = Some(at);
+        let entry = opcode::Timeout::new(&*self.wake_ts)
+            .build()
+            .user_data(Tag::new(Op::Wake, self.wake_seq, 0, 0).encode());
+        // SAFETY: the timespec is boxed in the shard, which outlives the
+        // ring (the kernel also copies it when the timeout is submitted).
+        unsafe { self.push(&[entry]) };
+    }
+
+    /// The wake-up timeout armed as `seq` fired (or was cancelled).
+    pub(super) fn on_wake(&mut self, seq: u32) {
+        if seq == self.wake_seq {
+            self.wake_armed = None;
         }
     }
 

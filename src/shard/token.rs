@@ -23,6 +23,9 @@ pub enum Op {
     Cancel = 11,
     /// Fire-and-forget (closes, accept cancels): the completion is dropped.
     Ignore = 12,
+    /// The timeout that wakes the loop for the timer wheel; `slot` carries
+    /// the arming's sequence number.
+    Wake = 13,
 }
 
 impl Op {
@@ -41,6 +44,7 @@ impl Op {
             10 => SpliceOut,
             11 => Cancel,
             12 => Ignore,
+            13 => Wake,
             _ => return None,
         })
     }
