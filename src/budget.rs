@@ -3,8 +3,8 @@
 //!
 //! A proxied pair holds two fds (client and server) and may borrow a pipe
 //! (two more) while splicing. Before the first pair, the process holds a few
-//! fds of its own: stdio, each shard's ring and eventfd, each shard's
-//! listening sockets, and a reserve for logs and the control side. The plan
+//! fds of its own: stdio, each shard's ring, eventfd and spare fd, each
+//! shard's listening sockets, and a reserve for logs and the control side. The plan
 //! ([`plan`]) splits what `RLIMIT_NOFILE` leaves between pairs and pipes, so
 //! that a shard at its budget stops accepting (the kernel's backlog holds
 //! the rest) instead of failing `socket()` for a server and blaming the
@@ -95,7 +95,7 @@ pub fn plan(
     maxconn: Option<usize>,
 ) -> Result<FdPlan, BudgetError> {
     let shards_u = shards.max(1) as u64;
-    let fixed = 3 + shards_u * (2 + listeners as u64) + RESERVED_FDS;
+    let fixed = 3 + shards_u * (3 + listeners as u64) + RESERVED_FDS;
     let room = nofile.saturating_sub(fixed);
     let wanted_pipe_fds = 2 * shards_u * pipes_per_shard as u64;
     let (maxconn, pipe_fds) = match maxconn {
@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn a_small_limit_is_split_between_pairs_and_pipes() {
         let p = plan(256, 1, 1, 256, None).unwrap();
-        assert_eq!(p.fixed, 3 + 3 + RESERVED_FDS);
+        assert_eq!(p.fixed, 3 + 4 + RESERVED_FDS);
         let room = 256 - p.fixed;
         assert!(2 * p.maxconn as u64 + 2 * p.pipes_per_shard as u64 <= room);
         assert!(p.pipes_per_shard as u64 * 2 <= room / 4);

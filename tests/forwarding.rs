@@ -301,7 +301,7 @@ fn stalled_peers_hold_their_cap_and_starved_pairs_are_not_idle() {
     );
     cfg.runtime.buffers = 16;
     cfg.runtime.buffer_size = 4096;
-    cfg.timeouts.client_idle = Duration::from_millis(400);
+    cfg.timeouts.client_idle = Duration::from_secs(1);
     cfg.timeouts.server_idle = Duration::from_secs(20);
     let mut echo_pool = cfg.pools[0].clone();
     echo_pool.name = "echo".into();
@@ -324,6 +324,12 @@ fn stalled_peers_hold_their_cap_and_starved_pairs_are_not_idle() {
         });
         s
     };
+    if !rt.recv_limit() {
+        eprintln!(
+            "this kernel cannot end a receive at a byte limit: the cap is not exact; skipping"
+        );
+        return;
+    }
     let mut hogs: Vec<TcpStream> = (0..HOGS).map(|_| hog()).collect();
     let cap = 3;
     let held = common::wait_until(Duration::from_secs(10), || {
@@ -349,8 +355,8 @@ fn stalled_peers_hold_their_cap_and_starved_pairs_are_not_idle() {
     let flows: Vec<_> = (0..4)
         .map(|i| thread::spawn(move || echo_exact(echo_addr, 300_000 + i * 101)))
         .collect();
-    // Starved for three times the client idle timeout.
-    thread::sleep(Duration::from_millis(1200));
+    // Starved for two and a half times the client idle timeout.
+    thread::sleep(Duration::from_millis(2500));
     let c = rt.counters();
     assert_eq!(
         c.idle_timeouts, 0,

@@ -84,7 +84,7 @@ fn out_of_fds_every_client_is_served_and_none_reset() {
     );
     assert_eq!(served.load(Ordering::Relaxed), CLIENTS);
     // Every pair closes once its client has.
-    thread::sleep(Duration::from_millis(300));
+    thread::sleep(Duration::from_millis(500));
     lb.signal(libc::SIGTERM);
     let (status, took, log) = lb.wait(Duration::from_secs(15));
     assert!(status.is_some_and(|s| s.success()), "{status:?}: {log:?}");
@@ -158,7 +158,7 @@ fn a_dead_backend_under_load_writes_a_few_lines_a_second() {
     }
     let elapsed = start.elapsed();
     let (tried, reset) = (tried.load(Ordering::Relaxed), reset.load(Ordering::Relaxed));
-    assert!(tried >= 500, "only {tried} clients in {elapsed:?}");
+    assert!(tried >= 200, "only {tried} clients in {elapsed:?}");
     assert_eq!(reset, tried, "every client is told with a reset");
     // Let the last summaries come out.
     thread::sleep(Duration::from_millis(1200));
@@ -246,4 +246,54 @@ fn out_of_fds_ringlb_waits_without_spinning() {
         log.iter().any(|l| l.contains("connection budget reached")),
         "{log:?}"
     );
+}
+
+/// A burst that arrives while the shard is not running (here: the process
+/// is stopped) is accepted all at once when it runs again, and can take
+/// every free fd before any pair exists, leaving none for a server socket
+/// and no open pair whose close would free one. The shard's spare fd makes
+/// room for the first server socket; every client is then served in turn.
+#[test]
+fn a_burst_that_takes_every_fd_is_still_served() {
+    const CLIENTS: usize = 100;
+    let backend = Backend::start(Behaviour::Echo);
+    let mut cmd = ringlb();
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .args(["--backend", &backend.addr.to_string(), "--grace", "0"]);
+    limit_open_files(&mut cmd, 64);
+    let lb = Running::start(cmd);
+    let addr: SocketAddr = lb.addr.parse().unwrap();
+    lb.signal(libc::SIGSTOP);
+    // The kernel completes the handshakes; the backlog holds them all.
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap())
+        .collect();
+    lb.signal(libc::SIGCONT);
+    let served = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            let served = served.clone();
+            thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let msg = (i as u32).to_le_bytes();
+                s.write_all(&msg).unwrap();
+                let mut back = [0u8; 4];
+                match s.read_exact(&mut back) {
+                    Ok(()) if back == msg => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => eprintln!("client {i}: {other:?}"),
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let served = served.load(Ordering::Relaxed);
+    lb.signal(libc::SIGTERM);
+    let (_, _, log) = lb.wait(Duration::from_secs(10));
+    assert_eq!(served, CLIENTS, "{log:?}");
 }

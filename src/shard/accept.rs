@@ -20,6 +20,15 @@
 //!   [`BACKOFF_MAX`], so a broken listener cannot spin the shard.
 //!
 //! Every pause is logged through the shard's rate limiter.
+//!
+//! A multishot accept takes every connection in the backlog at once, as long
+//! as fds last: a burst can leave no fd for the server sockets of the
+//! clients it brought in, with no pair open whose close would free one. So
+//! each shard keeps one spare fd (a `/dev/null` it holds from the start): a
+//! server socket that fails for lack of fds gets the spare's place, and the
+//! spare is taken again once a pair closes. While clients wait, pairs close
+//! their fds at once (not through the ring), so the next waiting client can
+//! use them in the same turn of the loop.
 
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -80,6 +89,13 @@ impl Listener {
             backoff: BACKOFF_MIN,
         }
     }
+}
+
+/// An fd held in reserve (see the module doc); -1 if none could be opened.
+pub fn open_spare_fd() -> RawFd {
+    // SAFETY: open(2) of a constant, NUL-terminated path; the result is
+    // checked by its users (negative: no spare).
+    unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) }
 }
 
 fn is_resource_error(errno: i32) -> bool {
@@ -200,12 +216,10 @@ impl Shard {
                 self.pause_for(l, Pause::Backoff, wait);
             }
         }
-        if self.listeners[l].state == AcceptState::Paused(Pause::Budget)
-            && self.waiting.is_empty()
-            && self.budget_has_room()
-        {
-            self.arm_accept(l);
-        }
+        // A multishot that ended on its own, or on an error about one
+        // client, goes on as soon as the budget allows (or a retry looks
+        // again): no listener is left paused with nothing to wake it.
+        self.resume_paused_at_budget();
     }
 
     /// Pauses listener `l` for `why` and resumes it after `after`.
@@ -226,6 +240,7 @@ impl Shard {
     /// Listeners paused at the budget accept again once it has room and no
     /// client of this shard waits for it.
     pub(super) fn resume_paused_at_budget(&mut self) {
+        self.prune_waiting();
         if !self.waiting.is_empty() {
             return;
         }
@@ -248,12 +263,38 @@ impl Shard {
             }
         }
         self.fds_short_until = None;
+        self.restore_spare_fd();
         self.admit_waiting();
         self.resume_paused_at_budget();
     }
 
     fn budget_has_room(&self) -> bool {
         self.budget.used() < self.budget.limit()
+    }
+
+    /// Whether the shard recently found no fd for a server socket.
+    pub(super) fn fds_short(&self) -> bool {
+        self.fds_short_until.is_some_and(|t| t > self.now)
+    }
+
+    /// Drops waiting entries of pairs that closed while they waited.
+    fn prune_waiting(&mut self) {
+        while let Some(&(slot, generation)) = self.waiting.front() {
+            let p = &self.pairs[slot as usize];
+            if p.generation == generation && p.state == PairState::Waiting {
+                return;
+            }
+            self.waiting.pop_front();
+        }
+    }
+
+    /// Sends a client with a unit of the budget on to a server.
+    fn start_connecting(&mut self, slot: usize) {
+        let p = &mut self.pairs[slot];
+        p.budgeted = true;
+        // Not `Waiting` any more, even if no server socket comes of it.
+        p.state = PairState::Connecting;
+        self.connect(slot);
     }
 
     /// Gives a new client a slot, and a server if the budget allows.
@@ -271,9 +312,9 @@ impl Shard {
         self.counters.accepted += 1;
         self.counters.active += 1;
         self.arm_idle(slot, self.now + self.timeouts.client_idle);
-        if self.waiting.is_empty() && self.fds_short_until.is_none() && self.budget.try_acquire() {
-            self.pairs[slot].budgeted = true;
-            self.connect(slot);
+        self.prune_waiting();
+        if self.waiting.is_empty() && !self.fds_short() && self.budget.try_acquire() {
+            self.start_connecting(slot);
         } else {
             self.wait(slot, false);
             if self.log.admit(LogKind::AcceptBudget, self.now) {
@@ -317,14 +358,13 @@ impl Shard {
                 self.waiting.pop_front();
                 continue;
             }
-            if self.fds_short_until.is_some_and(|t| t > self.now) || !self.budget.try_acquire() {
+            if self.fds_short() || !self.budget.try_acquire() {
                 self.arm_retry(BUDGET_RETRY);
                 return;
             }
             self.waiting.pop_front();
             self.counters.waiting -= 1;
-            self.pairs[slot].budgeted = true;
-            self.connect(slot);
+            self.start_connecting(slot);
         }
     }
 
@@ -344,6 +384,24 @@ impl Shard {
             self.pause_for(l, Pause::Resources, RESOURCE_PAUSE);
         }
         self.arm_retry(RESOURCE_PAUSE);
+    }
+
+    /// Gives up the spare fd so that a server socket can have its place.
+    /// Returns false when it is already given up.
+    pub(super) fn release_spare_fd(&mut self) -> bool {
+        if self.spare_fd < 0 {
+            return false;
+        }
+        close_fd(self.spare_fd);
+        self.spare_fd = -1;
+        true
+    }
+
+    /// Takes the spare fd again, if it was given up and an fd is free.
+    fn restore_spare_fd(&mut self) {
+        if self.spare_fd < 0 {
+            self.spare_fd = open_spare_fd();
+        }
     }
 
     /// Stops every listener for good (the shard is stopping).

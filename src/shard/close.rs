@@ -109,6 +109,9 @@ impl Shard {
                 self.pipes.release(pipe, bytes == 0);
             }
         }
+        // While clients wait for fds, close at once so the next one can use
+        // them in this turn of the loop; otherwise through the ring.
+        let now = self.fatal.is_some() || !self.waiting.is_empty() || self.fds_short();
         for fd in [client, server] {
             if fd < 0 {
                 continue;
@@ -116,7 +119,7 @@ impl Shard {
             if reset {
                 set_reset_on_close(fd);
             }
-            if self.fatal.is_some() {
+            if now {
                 close_fd(fd);
                 continue;
             }

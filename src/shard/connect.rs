@@ -62,6 +62,11 @@ impl Shard {
             let fd = match server_socket(&server.addr) {
                 Ok(fd) => fd,
                 Err(e) if is_resource_error(&e) => {
+                    // The spare fd makes room for this one socket; without
+                    // it, the client waits for an fd.
+                    if self.release_spare_fd() {
+                        continue;
+                    }
                     self.wait_for_fds(slot, &e);
                     return;
                 }

@@ -553,17 +553,14 @@ impl Dir {
         };
     }
 
-    /// Whether this direction is not reading its source for reasons that
-    /// are not the source's fault (its sink is slow, or the shard ran out of
-    /// buffers): then the source's silence is not idleness.
-    pub fn source_held(&self) -> bool {
+    /// Whether this direction is reading its source now (a receive, a
+    /// readability poll or a ring splice into its pipe is in flight): then
+    /// the source could make progress by sending.
+    pub fn reading(&self) -> bool {
         match self {
-            Dir::Copy(c) => matches!(
-                c.recv,
-                Recv::Cancelling(_) | Recv::Stopped(Stop::Full | Stop::Starved | Stop::ToSplice)
-            ),
-            Dir::Splice(s) => !matches!(s, Splice::AwaitReadable),
-            Dir::RingSplice(s) => matches!(s, RingSplice::Draining { .. }),
+            Dir::Copy(c) => c.recv == Recv::Armed,
+            Dir::Splice(s) => matches!(s, Splice::AwaitReadable | Splice::Lending),
+            Dir::RingSplice(s) => matches!(s, RingSplice::Filling { .. } | RingSplice::Lending),
             Dir::Pending | Dir::Done => false,
         }
     }
@@ -838,7 +835,7 @@ mod tests {
             recv(&mut d, 3, 30, true, m).as_slice(),
             [Action::CancelRecv]
         );
-        assert!(d.source_held());
+        assert!(!d.reading());
         // A short send: the rest of the same buffer goes next.
         assert_eq!(d.on(Event::Sent(4), &ctx(m)).as_slice(), [send(1, 4, 10)]);
         // The cancel lands.
@@ -849,7 +846,7 @@ mod tests {
             d.on(Event::Sent(6), &ctx(m)).as_slice(),
             [Action::GiveBack(BufId::for_test(1)), send(2, 0, 20), arm(1)]
         );
-        assert!(!d.source_held());
+        assert!(d.reading());
         // Then 2 and 3 go out in order.
         assert_eq!(
             d.on(Event::Sent(20), &ctx(m)).as_slice(),
@@ -962,7 +959,7 @@ mod tests {
             d.on(Event::RecvEnded(-libc::ENOBUFS), &empty).as_slice(),
             [Action::AwaitBuffer]
         );
-        assert!(d.starved() && d.source_held());
+        assert!(d.starved() && !d.reading());
         assert_eq!(d.on(Event::BufferFree, &ctx(m)).as_slice(), [arm(MAX_HELD)]);
         // Buffers came back in the same batch: re-arm at once.
         assert_eq!(
@@ -1070,7 +1067,7 @@ mod tests {
         let a = d.on(Event::SplicedOut(Spliced::Moved(1000)), &c);
         assert_eq!(a.as_slice(), [Action::PollOut]);
         assert_eq!(d.undelivered(), 64536);
-        assert!(d.source_held());
+        assert!(!d.reading());
         let a = d.on(Event::Writable(1), &c);
         assert_eq!(
             a.as_slice(),
@@ -1100,7 +1097,7 @@ mod tests {
                 Action::PollIn
             ]
         );
-        assert!(!d.source_held());
+        assert!(d.reading());
         assert_eq!(d.on(Event::Readable(1), &c).as_slice(), [Action::LendPipe]);
         d.on(Event::PipeLent(Some(pipe())), &c);
         let a = d.on(Event::SplicedIn(Spliced::Eof), &c);

@@ -32,7 +32,7 @@ use crate::net::{close_fd, set_reset_on_close};
 
 /// How long past the stop deadline a shard waits for aborted pairs'
 /// completions before it exits anyway.
-const STOP_ESCAPE: Duration = Duration::from_secs(2);
+pub(super) const STOP_ESCAPE: Duration = Duration::from_secs(2);
 
 /// Why a shard stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +96,7 @@ impl Shard {
                 if self.counters.active == 0 {
                     return Ok(());
                 }
-                if self.now > deadline + STOP_ESCAPE {
+                if self.now >= deadline + STOP_ESCAPE {
                     tracing::warn!(
                         shard = self.id,
                         pairs = self.counters.active,
@@ -184,6 +184,7 @@ impl Shard {
                     self.stop_accepting();
                     if grace.is_zero() {
                         self.abort_all();
+                        self.arm_timer(deadline + STOP_ESCAPE, Timer::StopEscape);
                     } else {
                         self.arm_timer(deadline, Timer::StopDeadline);
                     }
@@ -205,29 +206,39 @@ impl Shard {
     }
 
     /// After a stop: hand the last closes to the kernel, cancel what is
-    /// left (the eventfd read, accepts) synchronously so nothing in the
-    /// kernel still points at this shard's memory, close the listeners.
+    /// left (the eventfd read, accepts, the wake timeout) synchronously so
+    /// nothing in the kernel still points at this shard's memory, and close
+    /// what is still open (pairs left after the escape, the listeners).
     fn stop_cleanly(&mut self) {
         self.publish();
         if let Err(e) = self.ring.submit() {
             tracing::warn!(shard = self.id, "final submit failed: {e}");
         }
-        self.cancel_everything();
-        self.close_listeners();
-        self.reconcile_server_counts();
+        let cancelled = self.cancel_everything();
+        self.close_what_is_left(cancelled);
         tracing::debug!(shard = self.id, "shard stopped");
     }
 
-    /// After a failure: close every fd the shard holds, directly (the ring
-    /// may be unusable), and give back what it counted.
+    /// After a failure: the same, with every fd closed directly (the ring
+    /// may be unusable).
     fn stop_failed(&mut self) {
         self.fatal
             .get_or_insert_with(|| std::io::Error::other("shard failed"));
         let cancelled = self.cancel_everything();
+        self.close_what_is_left(cancelled);
+    }
+
+    /// Resets and closes every pair still open, gives back what they
+    /// counted, closes the listeners and the spare fd. When the kernel did
+    /// not confirm that nothing is in flight (`cancelled` false), the
+    /// memory it could still use is left to it.
+    fn close_what_is_left(&mut self, cancelled: bool) {
         for slot in 0..self.pairs.len() {
             let p = &mut self.pairs[slot];
-            if p.state == PairState::Free {
-                continue;
+            match p.state {
+                PairState::Free => continue,
+                PairState::Waiting => self.counters.waiting -= 1,
+                _ => {}
             }
             for fd in [p.client, p.server] {
                 if fd >= 0 {
@@ -258,8 +269,8 @@ impl Shard {
         }
         if !cancelled {
             // The kernel may still hold operations that point at the buffer
-            // ring, the eventfd buffer or the connect timespec: leave that
-            // memory to it for the rest of the process's (short) life.
+            // ring, the eventfd buffer or a timespec: leave that memory to
+            // it for the rest of the process's (short) life.
             if let Some(b) = self.buffers.take() {
                 b.leak();
             }
@@ -268,6 +279,8 @@ impl Shard {
             Box::leak(std::mem::take(&mut self.wake_ts));
         }
         self.close_listeners();
+        close_fd(self.spare_fd);
+        self.spare_fd = -1;
         self.reconcile_server_counts();
         self.publish();
     }

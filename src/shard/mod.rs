@@ -139,6 +139,9 @@ pub struct Shard {
     /// Set when a server socket could not be had for lack of fds: waiting
     /// clients are not served before then (or before a pair closes).
     fds_short_until: Option<Instant>,
+    /// One fd held in reserve for a server socket when the process runs
+    /// out (see `accept.rs`); -1 while given up.
+    spare_fd: RawFd,
     timeouts: Timeouts,
     forward: ForwardMode,
     recv_limit: bool,
@@ -214,6 +217,7 @@ impl Shard {
                 waiting: VecDeque::new(),
                 budget: spec.budget,
                 fds_short_until: None,
+                spare_fd: accept::open_spare_fd(),
                 timeouts: spec.timeouts,
                 forward: spec.forward,
                 recv_limit: spec.recv_limit,

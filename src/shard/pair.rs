@@ -124,12 +124,14 @@ impl Pair {
     /// When the pair times out for idleness, or the side that already has.
     ///
     /// A side is idle when nothing was read from it or written to it for its
-    /// timeout *while it could have been*: a side whose direction the shard
-    /// is not reading (its sink is slow, or the shard ran out of buffers) is
-    /// not blamed for its silence, and a pair waiting for the shard's
-    /// buffers is not idle at all. A pair waiting for the connection budget
-    /// is idle after the client timeout; a connecting pair is bounded by the
-    /// connect timeout instead.
+    /// timeout *while it could have been*: while the shard was reading it
+    /// (its own direction has a receive or poll in flight), or had bytes to
+    /// write to it (the other direction holds undelivered bytes). A side
+    /// that could do neither (its reads are held back because its peer is
+    /// slow, or it has sent FIN and is owed nothing) is not blamed; its peer
+    /// is. A pair waiting for the shard's buffers is not idle at all. A
+    /// pair waiting for the connection budget is idle after the client
+    /// timeout; a connecting pair is bounded by the connect timeout instead.
     pub fn idle_deadline(&self, now: Instant, t: &Timeouts) -> Result<Instant, Side> {
         match self.state {
             PairState::Waiting => {
@@ -144,15 +146,16 @@ impl Pair {
                 if self.dirs.iter().any(Dir::starved) {
                     return Ok(now + t.client_idle.min(t.server_idle));
                 }
-                let client = if self.dirs[UP].source_held() {
-                    now + t.client_idle
-                } else {
+                let could = |from: &Dir, to: &Dir| from.reading() || to.undelivered() > 0;
+                let client = if could(&self.dirs[UP], &self.dirs[DOWN]) {
                     self.client_seen + t.client_idle
-                };
-                let server = if self.dirs[DOWN].source_held() {
-                    now + t.server_idle
                 } else {
+                    now + t.client_idle
+                };
+                let server = if could(&self.dirs[DOWN], &self.dirs[UP]) {
                     self.server_seen + t.server_idle
+                } else {
+                    now + t.server_idle
                 };
                 if client <= now {
                     Err(Side::Client)
@@ -241,7 +244,7 @@ mod tests {
                 &ctx,
             );
         }
-        assert!(p.dirs[UP].source_held());
+        assert!(!p.dirs[UP].reading());
         // The server keeps taking bytes slowly: it is making progress.
         let later = t0 + Duration::from_secs(12);
         p.server_seen = later;
@@ -249,6 +252,62 @@ mod tests {
         // The server stops taking anything: it is the idle one.
         let much_later = later + t.server_idle;
         assert_eq!(p.idle_deadline(much_later, &t), Err(Side::Server));
+    }
+
+    /// The client uploaded, sent FIN and waits; the server takes the last
+    /// bytes slowly. The client cannot do anything: it is not idle, and the
+    /// slow server is judged by its own progress.
+    #[test]
+    fn a_client_that_sent_fin_waits_without_blame() {
+        let t0 = Instant::now();
+        let t = timeouts();
+        let mut p = forwarding(t0);
+        let ctx = Ctx {
+            mode: ForwardMode::Copy,
+            buffer_size: 4096,
+            buffers_free: 10,
+            pipe_size: 65536,
+        };
+        p.dirs[UP].on(
+            Event::Received {
+                buf: BufId::for_test(0),
+                len: 4096,
+                more: true,
+            },
+            &ctx,
+        );
+        p.dirs[UP].on(Event::RecvEnded(0), &ctx);
+        assert!(!p.dirs[UP].reading() && p.dirs[UP].undelivered() > 0);
+        let later = t0 + Duration::from_secs(15);
+        p.server_seen = later;
+        assert!(p.idle_deadline(later, &t).is_ok());
+    }
+
+    /// A client that half-closed and then stops reading what the server
+    /// sends is still idle: it is owed bytes and takes none.
+    #[test]
+    fn a_half_closed_client_that_stops_reading_is_idle() {
+        let t0 = Instant::now();
+        let t = timeouts();
+        let mut p = forwarding(t0);
+        let ctx = Ctx {
+            mode: ForwardMode::Copy,
+            buffer_size: 4096,
+            buffers_free: 10,
+            pipe_size: 65536,
+        };
+        p.dirs[UP].on(Event::RecvEnded(0), &ctx);
+        p.dirs[UP] = Dir::Done;
+        p.dirs[DOWN].on(
+            Event::Received {
+                buf: BufId::for_test(0),
+                len: 4096,
+                more: true,
+            },
+            &ctx,
+        );
+        p.server_seen = t0 + t.client_idle;
+        assert_eq!(p.idle_deadline(t0 + t.client_idle, &t), Err(Side::Client));
     }
 
     #[test]

@@ -34,10 +34,18 @@ pub const RESOURCE_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {
-    Idle { slot: u32, generation: u32 },
-    AcceptResume { listener: u32 },
+    Idle {
+        slot: u32,
+        generation: u32,
+    },
+    AcceptResume {
+        listener: u32,
+    },
     Retry,
+    /// Open pairs are aborted.
     StopDeadline,
+    /// Wakes the loop to give up on pairs still closing.
+    StopEscape,
     LogSummary,
 }
 
@@ -116,7 +124,12 @@ impl Shard {
                 self.admit_waiting();
                 self.resume_paused_at_budget();
             }
-            Timer::StopDeadline => self.abort_all(),
+            Timer::StopDeadline => {
+                self.abort_all();
+                self.arm_timer(self.now + super::driver::STOP_ESCAPE, Timer::StopEscape);
+            }
+            // The loop itself checks the escape.
+            Timer::StopEscape => {}
             Timer::LogSummary => {
                 self.log_timer = None;
                 let id = self.id;
