@@ -248,6 +248,15 @@ fn out_of_fds_ringlb_waits_without_spinning() {
     );
 }
 
+/// The state letter of a process (`R`, `S`, `T` for stopped, ...).
+fn process_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .and_then(|r| r.trim_start().chars().next())
+        .unwrap_or('?')
+}
+
 /// A burst that arrives while the shard is not running (here: the process
 /// is stopped) is accepted all at once when it runs again, and can take
 /// every free fd before any pair exists, leaving none for a server socket
@@ -264,6 +273,10 @@ fn a_burst_that_takes_every_fd_is_still_served() {
     let lb = Running::start(cmd);
     let addr: SocketAddr = lb.addr.parse().unwrap();
     lb.signal(libc::SIGSTOP);
+    assert!(
+        common::wait_until(Duration::from_secs(5), || process_state(lb.pid()) == 'T'),
+        "the process stops"
+    );
     // The kernel completes the handshakes; the backlog holds them all.
     let clients: Vec<TcpStream> = (0..CLIENTS)
         .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap())
