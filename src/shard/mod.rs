@@ -155,6 +155,8 @@ pub struct Shard {
     wake_ts: Box<Timespec>,
     wake_armed: Option<Instant>,
     wake_seq: u32,
+    /// A timer was armed since the wake-up timeout was last looked at.
+    timers_changed: bool,
     log: LogLimiter,
     log_timer: Option<TimerKey>,
     commands: Arc<ArrayQueue<Command>>,
@@ -228,6 +230,7 @@ impl Shard {
                 wake_ts: timespec(Duration::ZERO),
                 wake_armed: None,
                 wake_seq: 0,
+                timers_changed: false,
                 log: LogLimiter::default(),
                 log_timer: None,
                 commands: spec.commands,

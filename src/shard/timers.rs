@@ -52,6 +52,7 @@ pub enum Timer {
 impl Shard {
     /// Arms `timer` for `at`.
     pub(super) fn arm_timer(&mut self, at: Instant, timer: Timer) -> crate::timer_wheel::TimerKey {
+        self.timers_changed = true;
         self.timers.arm(at, timer)
     }
 
@@ -78,6 +79,11 @@ impl Shard {
     /// Makes sure a ring timeout wakes the loop by the wheel's next
     /// wake-up.
     pub(super) fn arm_wake(&mut self) {
+        // Only an armed timer can move the next wake-up earlier (a cancel
+        // moves it later, and the armed timeout then just fires early).
+        if self.wake_armed.is_some() && !std::mem::take(&mut self.timers_changed) {
+            return;
+        }
         let Some(at) = self.timers.next_wake() else {
             return;
         };
@@ -107,6 +113,11 @@ impl Shard {
 
     /// Fires every timer that is due.
     pub(super) fn run_timers(&mut self) {
+        // Nothing is due before the armed wake-up: timers armed since were
+        // armed for later than now.
+        if self.wake_armed.is_some_and(|at| self.now < at) {
+            return;
+        }
         let mut expired = std::mem::take(&mut self.expired);
         self.timers.advance(self.now, &mut expired);
         for t in expired.drain(..) {
