@@ -15,6 +15,29 @@ use std::time::{Duration, Instant};
 use common::binary::{cpu_ticks, deny_syscall, limit_open_files, ringlb, Running, IO_URING_ENTER};
 use common::{Backend, Behaviour};
 
+/// Starts `ringlb run` in quick mode in front of `backend` with `shards`
+/// shards, `--grace grace`, and at most `nofile` open files if given.
+fn start_ringlb(backend: SocketAddr, shards: u32, grace: u32, nofile: Option<u64>) -> Running {
+    let mut cmd = ringlb();
+    cmd.args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        &shards.to_string(),
+    ])
+    .args([
+        "--backend",
+        &backend.to_string(),
+        "--grace",
+        &grace.to_string(),
+    ]);
+    if let Some(n) = nofile {
+        limit_open_files(&mut cmd, n);
+    }
+    Running::start(cmd)
+}
+
 /// Log lines written after start-up (the listener and budget lines).
 fn runtime_lines(log: &[String]) -> Vec<&String> {
     log.iter()
@@ -31,11 +54,7 @@ fn runtime_lines(log: &[String]) -> Vec<&String> {
 fn out_of_fds_every_client_is_served_and_none_reset() {
     const CLIENTS: usize = 600;
     let backend = Backend::start(Behaviour::Echo);
-    let mut cmd = ringlb();
-    cmd.args(["run", "--listen", "127.0.0.1:0", "--shards", "2"])
-        .args(["--backend", &backend.addr.to_string(), "--grace", "10"]);
-    limit_open_files(&mut cmd, 256);
-    let lb = Running::start(cmd);
+    let lb = start_ringlb(backend.addr, 2, 10, Some(256));
     let addr: SocketAddr = lb.addr.parse().unwrap();
     let served = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -212,11 +231,7 @@ fn a_failed_ring_stops_the_process_with_an_error() {
 #[test]
 fn out_of_fds_ringlb_waits_without_spinning() {
     let backend = Backend::start(Behaviour::Echo);
-    let mut cmd = ringlb();
-    cmd.args(["run", "--listen", "127.0.0.1:0", "--shards", "1"])
-        .args(["--backend", &backend.addr.to_string(), "--grace", "0"]);
-    limit_open_files(&mut cmd, 64);
-    let lb = Running::start(cmd);
+    let lb = start_ringlb(backend.addr, 1, 0, Some(64));
     // Far more clients than 64 fds can pair up.
     let held: Vec<TcpStream> = (0..80)
         .map(|_| TcpStream::connect(&lb.addr).unwrap())
@@ -266,11 +281,7 @@ fn process_state(pid: u32) -> char {
 fn a_burst_that_takes_every_fd_is_still_served() {
     const CLIENTS: usize = 100;
     let backend = Backend::start(Behaviour::Echo);
-    let mut cmd = ringlb();
-    cmd.args(["run", "--listen", "127.0.0.1:0", "--shards", "1"])
-        .args(["--backend", &backend.addr.to_string(), "--grace", "0"]);
-    limit_open_files(&mut cmd, 64);
-    let lb = Running::start(cmd);
+    let lb = start_ringlb(backend.addr, 1, 0, Some(64));
     let addr: SocketAddr = lb.addr.parse().unwrap();
     lb.signal(libc::SIGSTOP);
     assert!(

@@ -823,6 +823,17 @@ mod tests {
         Pipe { read: 7, write: 8 }
     }
 
+    /// An empty pipe goes back, then the FIN goes on.
+    fn return_pipe_and_fin() -> [Action; 2] {
+        [
+            Action::ReturnPipe {
+                pipe: pipe(),
+                bytes: 0,
+            },
+            Action::ForwardFin,
+        ]
+    }
+
     #[test]
     fn copy_sends_in_order_one_at_a_time() {
         let m = ForwardMode::Copy;
@@ -1101,16 +1112,7 @@ mod tests {
         assert_eq!(d.on(Event::Readable(1), &c).as_slice(), [Action::LendPipe]);
         d.on(Event::PipeLent(Some(pipe())), &c);
         let a = d.on(Event::SplicedIn(Spliced::Eof), &c);
-        assert_eq!(
-            a.as_slice(),
-            [
-                Action::ReturnPipe {
-                    pipe: pipe(),
-                    bytes: 0
-                },
-                Action::ForwardFin
-            ]
-        );
+        assert_eq!(a.as_slice(), return_pipe_and_fin());
         assert!(matches!(d, Dir::Done));
     }
 
@@ -1191,16 +1193,7 @@ mod tests {
             }]
         );
         let a = d.on(Event::RingIn(0), &c);
-        assert_eq!(
-            a.as_slice(),
-            [
-                Action::ReturnPipe {
-                    pipe: pipe(),
-                    bytes: 0
-                },
-                Action::ForwardFin
-            ]
-        );
+        assert_eq!(a.as_slice(), return_pipe_and_fin());
     }
 
     #[test]

@@ -189,15 +189,19 @@ mod tests {
         }
     }
 
+    fn copy_ctx(buffers_free: usize) -> Ctx {
+        Ctx {
+            mode: ForwardMode::Copy,
+            buffer_size: 4096,
+            buffers_free,
+            pipe_size: 65536,
+        }
+    }
+
     fn forwarding(t0: Instant) -> Pair {
         let mut p = Pair::free(0, t0);
         p.state = PairState::Forwarding;
-        let ctx = Ctx {
-            mode: ForwardMode::Copy,
-            buffer_size: 4096,
-            buffers_free: 10,
-            pipe_size: 65536,
-        };
+        let ctx = copy_ctx(10);
         for d in &mut p.dirs {
             d.on(Event::Start, &ctx);
         }
@@ -228,12 +232,7 @@ mod tests {
         let t0 = Instant::now();
         let t = timeouts();
         let mut p = forwarding(t0);
-        let ctx = Ctx {
-            mode: ForwardMode::Copy,
-            buffer_size: 4096,
-            buffers_free: 10,
-            pipe_size: 65536,
-        };
+        let ctx = copy_ctx(10);
         for bid in 0..MAX_HELD as u16 {
             p.dirs[UP].on(
                 Event::Received {
@@ -262,12 +261,7 @@ mod tests {
         let t0 = Instant::now();
         let t = timeouts();
         let mut p = forwarding(t0);
-        let ctx = Ctx {
-            mode: ForwardMode::Copy,
-            buffer_size: 4096,
-            buffers_free: 10,
-            pipe_size: 65536,
-        };
+        let ctx = copy_ctx(10);
         p.dirs[UP].on(
             Event::Received {
                 buf: BufId::for_test(0),
@@ -290,12 +284,7 @@ mod tests {
         let t0 = Instant::now();
         let t = timeouts();
         let mut p = forwarding(t0);
-        let ctx = Ctx {
-            mode: ForwardMode::Copy,
-            buffer_size: 4096,
-            buffers_free: 10,
-            pipe_size: 65536,
-        };
+        let ctx = copy_ctx(10);
         p.dirs[UP].on(Event::RecvEnded(0), &ctx);
         p.dirs[UP] = Dir::Done;
         p.dirs[DOWN].on(
@@ -315,12 +304,7 @@ mod tests {
         let t0 = Instant::now();
         let t = timeouts();
         let mut p = forwarding(t0);
-        let mut ctx = Ctx {
-            mode: ForwardMode::Copy,
-            buffer_size: 4096,
-            buffers_free: 0,
-            pipe_size: 65536,
-        };
+        let mut ctx = copy_ctx(0);
         p.dirs[DOWN].on(Event::RecvEnded(-libc::ENOBUFS), &ctx);
         assert!(p.dirs[DOWN].starved());
         let late = t0 + Duration::from_secs(100);
