@@ -17,6 +17,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use ringlb::timer_wheel::{TimerKey, TimerWheel};
 
 const TICK: Duration = Duration::from_millis(1);
@@ -27,23 +29,6 @@ const IDLE_TICKS: u64 = 10_000;
 const END_TICKS: u64 = 61_000;
 const REPS: usize = 5;
 const SIZES: [usize; 4] = [1_000, 10_000, 100_000, 1_000_000];
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 struct Row {
     n: usize,
@@ -79,15 +64,20 @@ fn filled(origin: Instant, deadlines: &[Instant]) -> (TimerWheel<u32>, Vec<Timer
 }
 
 fn run(n: usize, origin: Instant, ticks: &[Instant]) -> Row {
-    let mut rng = Rng(n as u64);
+    // Seeded: the same timers every run.
+    let mut rng = StdRng::seed_from_u64(n as u64);
     let deadlines: Vec<Instant> = (0..n)
-        .map(|_| origin + Duration::from_secs(30) + Duration::from_nanos(rng.below(30_000_000_000)))
+        .map(|_| {
+            origin
+                + Duration::from_secs(30)
+                + Duration::from_nanos(rng.random_range(0..30_000_000_000))
+        })
         .collect();
     // Cancel and re-arm in random order, read from arrays permuted up
     // front so that only the wheel's own memory accesses are random.
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
+        order.swap(i, rng.random_range(0..=i));
     }
     let rearm: Vec<(Instant, u32)> = order.iter().map(|&i| (deadlines[i], i as u32)).collect();
     let scan_ticks = (50_000_000 / n as u64).clamp(20, IDLE_TICKS);

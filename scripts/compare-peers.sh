@@ -27,12 +27,5 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-args=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --base) args+=(--ringlb-base "$(scripts/build-rev.sh "$2")"); shift 2 ;;
-    *) args+=("$1"); shift ;;
-  esac
-done
 cargo build --release -q -p ringlb -p ringlb-bench
-exec python3 scripts/compare_peers.py --ringlb target/release/ringlb --bench target/release/ringlb-bench "${args[@]}"
+exec python3 scripts/compare_peers.py --ringlb target/release/ringlb --bench target/release/ringlb-bench "$@"

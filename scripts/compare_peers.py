@@ -47,8 +47,8 @@ def wait_port(port, proc=None, timeout=10.0):
     end = time.time() + timeout
     while time.time() < end:
         if proc is not None and proc.poll() is not None:
-            with open(proc.log) as f:
-                raise RuntimeError(f"{proc.args} exited: {f.read()}")
+            log = getattr(proc, "log", None)
+            raise RuntimeError(f"{proc.args} exited: {open(log).read() if log else ''}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
@@ -227,6 +227,12 @@ servers = [{{ name = "redis", addr = "127.0.0.1:{REDIS_PORT}" }}]
         return p.pid
 
 
+def build_rev(rev):
+    """The path of ringlb built at git revision `rev` (scripts/build-rev.sh)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "build-rev.sh")
+    return subprocess.run([script, rev], check=True, capture_output=True, text=True).stdout.strip()
+
+
 def pin_load(cmd):
     return (["taskset", "-c", LOAD_CPU] if PINNED else []) + cmd
 
@@ -313,19 +319,7 @@ def iperf(port, seconds):
 def idle_rss(pid, port, conns):
     """RSS growth of pid per proxied connection held open after one request."""
     base = rss_kib(pid)
-    socks = []
-    req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-    for _ in range(conns):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(req)
-        socks.append(s)
-    for s in socks:
-        data = b""
-        while b"\n" not in data.split(b"\r\n\r\n", 1)[-1] or b"\r\n\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+    socks = hold_idle(port, conns)
     time.sleep(1.0)
     grown = rss_kib(pid) - base
     for s in socks:
@@ -523,6 +517,7 @@ def main():
     ap.add_argument("--rates", default="5000,20000", help="open-loop rates for the open test (requests/s)")
     ap.add_argument("--redis-requests", type=int, default=100000, help="per redis-benchmark test (GET, SET)")
     ap.add_argument("--ringlb-base", help="another ringlb binary, run as ringlb@base beside --ringlb")
+    ap.add_argument("--base", metavar="REV", help="build ringlb at REV (scripts/build-rev.sh) and use it as --ringlb-base")
     ap.add_argument("--unpinned", action="store_true", help="pin nothing (balancers, load, backends share both CPUs)")
     ap.add_argument("--backends", type=int, default=2, help="HTTP backend processes (1 makes the backend the bottleneck)")
     ap.add_argument("--forward", default="auto", help="ringlb forwarding mode")
@@ -533,6 +528,8 @@ def main():
     ap.add_argument("--out", help="write the Markdown table here")
     ap.add_argument("--json", help="write every raw figure here")
     args = ap.parse_args()
+    if args.base:
+        args.ringlb_base = build_rev(args.base)
     global PINNED, BACKENDS
     PINNED = not args.unpinned
     BACKENDS = BACKENDS[:max(1, min(args.backends, len(BACKENDS)))]

@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from compare_peers import build_rev, wait_port
+
 
 def free_port():
     s = socket.socket()
@@ -30,19 +32,6 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-def wait_port(port, proc, timeout=10.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited early")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def start_ringlb(binary, backend_port, nofile, log_path):
@@ -115,10 +104,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ringlb", required=True)
     ap.add_argument("--ringlb-base", help="another ringlb binary measured beside --ringlb")
+    ap.add_argument("--base", metavar="REV", help="build ringlb at REV (scripts/build-rev.sh) and use it as --ringlb-base")
     ap.add_argument("--bench", required=True, help="the ringlb-bench binary")
     ap.add_argument("--dead-seconds", type=int, default=3)
     ap.add_argument("--out", help="write the Markdown tables here")
     args = ap.parse_args()
+    if args.base:
+        args.ringlb_base = build_rev(args.base)
     binaries = [("ringlb", os.path.abspath(args.ringlb))]
     if args.ringlb_base:
         binaries.append(("ringlb@base", os.path.abspath(args.ringlb_base)))

@@ -6,12 +6,5 @@
 # same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-args=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --base) args+=(--ringlb-base "$(scripts/build-rev.sh "$2")"); shift 2 ;;
-    *) args+=("$1"); shift ;;
-  esac
-done
 cargo build --release -q -p ringlb -p ringlb-bench
-exec python3 scripts/pressure.py --ringlb target/release/ringlb --bench target/release/ringlb-bench "${args[@]}"
+exec python3 scripts/pressure.py --ringlb target/release/ringlb --bench target/release/ringlb-bench "$@"

@@ -420,20 +420,16 @@ mod tests {
         out
     }
 
-    /// splitmix64: a small deterministic generator.
-    struct Rng(u64);
+    /// A seeded generator: the same timers every run.
+    struct Rng(rand::rngs::StdRng);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
+        fn new(seed: u64) -> Rng {
+            Rng(rand::SeedableRng::seed_from_u64(seed))
         }
 
         fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
+            rand::Rng::random_range(&mut self.0, 0..n)
         }
     }
 
@@ -675,7 +671,7 @@ mod tests {
     /// next wake, huge) against a model that knows every timer's deadline.
     fn differential(tick: Duration, seed: u64, steps: usize) {
         let tick_ns = tick.as_nanos() as u64;
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let t0 = Instant::now();
         let mut w = TimerWheel::new(tick, t0);
         // id -> (key, exact deadline offset from t0 in ns, tick, armed due)

@@ -399,87 +399,67 @@ servers = [{ name = "a", addr = "127.0.0.1:1", weight = "x }]
     assert!(syntax.is_sorted(), "{shown:#?}");
 }
 
-#[test]
-fn check_command_prints_every_error_and_exits_1() {
-    let dir = std::env::temp_dir().join(format!("ringlb-check-{}", std::process::id()));
+/// Runs `ringlb check` on `text` written to a file named `name` in a
+/// directory of this test's own; returns the exit code, stdout, stderr and
+/// the file's path as the messages show it.
+fn check(name: &str, text: &str) -> (Option<i32>, String, String, String) {
+    let dir = std::env::temp_dir().join(format!("ringlb-check-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.toml");
-    std::fs::write(
-        &bad,
-        GOOD.replace("pool = \"app\"", "pool = \"nope\"")
-            .replace("weight = 3", "weight = 999"),
-    )
-    .unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
         .args(["check", "--config"])
-        .arg(&bad)
+        .arg(&file)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::fs::remove_dir_all(&dir).unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        file.display().to_string(),
+    )
+}
+
+#[test]
+fn check_command_prints_every_error_and_exits_1() {
+    let (code, _, stderr, f) = check(
+        "bad.toml",
+        &GOOD
+            .replace("pool = \"app\"", "pool = \"nope\"")
+            .replace("weight = 3", "weight = 999"),
+    );
+    assert_eq!(code, Some(1));
     assert!(
-        stderr.contains(&format!("{}:13: key `listener[0].pool`", bad.display())),
+        stderr.contains(&format!("{f}:13: key `listener[0].pool`")),
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!(
-            "{}:20: key `pool[0].servers[1].weight`",
-            bad.display()
-        )),
+        stderr.contains(&format!("{f}:20: key `pool[0].servers[1].weight`")),
         "{stderr}"
     );
 
-    let good = dir.join("good.toml");
-    std::fs::write(&good, GOOD).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
-        .args(["check", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("listener web on 127.0.0.1:8080 -> pool app"),
-        "{stdout}"
+    let (code, stdout, _, _) = check("good.toml", GOOD);
+    assert_eq!(code, Some(0));
+    for expected in [
+        "listener web on 127.0.0.1:8080 -> pool app",
+        "server b 127.0.0.1:9002 weight 3",
+        "maxconn auto (from RLIMIT_NOFILE)",
+    ] {
+        assert!(stdout.contains(expected), "`{expected}` in:\n{stdout}");
+    }
+    let (code, stdout, _, _) = check(
+        "maxconn.toml",
+        &GOOD.replace("shards = 2", "shards = 2\nmaxconn = 5000"),
     );
-    assert!(
-        stdout.contains("server b 127.0.0.1:9002 weight 3"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("maxconn auto (from RLIMIT_NOFILE)"),
-        "{stdout}"
-    );
-    std::fs::write(
-        &good,
-        GOOD.replace("shards = 2", "shards = 2\nmaxconn = 5000"),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
-        .args(["check", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(code, Some(0));
     assert!(stdout.contains("\nmaxconn 5000\n"), "{stdout}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn check_command_prints_every_kind_of_error() {
-    let dir = std::env::temp_dir().join(format!("ringlb-check-many-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.toml");
-    std::fs::write(&bad, MANY_ERRORS).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let f = bad.display();
+    let (code, _, stderr, f) = check("many.toml", MANY_ERRORS);
+    assert_eq!(code, Some(1));
     for expected in [
         format!("error: {f}:3: key `runtime.shards`: expected an integer"),
         format!("error: {f}:5: key `runtime.colour`: unknown field"),
@@ -493,5 +473,4 @@ fn check_command_prints_every_kind_of_error() {
     ] {
         assert!(stderr.contains(&expected), "`{expected}` in:\n{stderr}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
