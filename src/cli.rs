@@ -148,11 +148,11 @@ impl RunArgs {
             .map(|(i, b)| quick_server(i, b, report))
             .collect();
         raw.pools.push(RawPool {
-            at: Origin::flag("--backend"),
             name: Some(from_flag("quick".into(), "--backend")),
             balance: self.balance.clone().map(|b| from_flag(b, "--balance")),
             retries: self.retries.map(|r| from_flag(int(r), "--retries")),
             servers: Some(from_flag(servers, "--backend")),
+            ..RawPool::empty(Origin::flag("--backend"))
         });
         raw
     }
@@ -192,7 +192,7 @@ fn quick_server(i: usize, b: &str, report: &mut Report) -> RawServer {
         name: Some(from_flag(format!("s{}", i + 1), "--backend")),
         addr: Some(from_flag(addr.to_string(), "--backend")),
         weight,
-        backup: None,
+        ..RawServer::empty()
     }
 }
 
@@ -278,7 +278,7 @@ mod tests {
             "--backend",
             "127.0.0.1:10=x",
             "--balance",
-            "random",
+            "fastest",
             "--retries",
             "101",
             "--shards",
@@ -306,7 +306,7 @@ mod tests {
             "`127.0.0.1:10=x`: weight `x` is not an integer",
             "must be between 1 and 1024",
             "unknown mode `teleport`",
-            "unknown algorithm `random`",
+            "unknown algorithm `fastest`",
             "must be from 0 to 100",
             "`127.0.0.1:9=999`: weight must be from 0 to 256",
             "`127.0.0.1` is not an address",

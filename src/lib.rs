@@ -12,12 +12,18 @@
 pub mod balance;
 pub mod budget;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod histogram;
 pub mod net;
+pub mod outlier;
+pub mod peak_ewma;
 pub mod pool;
 pub mod runtime;
 pub mod shard;
+pub mod stick;
 pub mod timer_wheel;
+pub mod waiting_room;
 
 pub use config::Config;
 pub use runtime::Runtime;

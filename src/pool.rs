@@ -1,16 +1,23 @@
 //! Servers and pools as the data plane sees them: an immutable snapshot
-//! (shared by every shard through an `Arc`) plus live counters that sit
-//! beside it in cache-padded atomics, so that a future reload can swap the
-//! snapshot without resetting them.
+//! (shared by every shard through an `Arc`) plus live state that sits
+//! beside it in cache-padded atomics: connection counts and slots, outlier
+//! ejection and slow start, latency, the stick table and the waiting room.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use socket2::SockAddr;
 
-use crate::config::{BalanceKind, Config, PoolConfig};
+use crate::config::{
+    BalanceKind, Config, HashKey, LeastTimeObserve, OutlierConfig, PoolConfig, StickConfig,
+};
+use crate::outlier::{ramp_permille, Outlier, Standing};
+use crate::peak_ewma::PeakEwma;
+use crate::stick::StickTable;
+use crate::waiting_room::WaitingRoom;
 
 /// Live state of one server, shared by every shard. Laid out by who writes
 /// what: `down` is read on every pick and written rarely, `active` is written
@@ -22,11 +29,16 @@ pub struct ServerLive {
     /// True while the server must not be picked (health checks, draining).
     pub down: CachePadded<AtomicBool>,
     /// Connections open to this server right now (connecting or
-    /// connected), summed over all shards. Each shard adds its own connects
-    /// and closes, and keeps its own exact count beside it.
+    /// connected), summed over all shards: the slots taken against its
+    /// `maxconn`. Each shard adds its own connects and closes, and keeps its
+    /// own exact count beside it.
     pub active: CachePadded<AtomicU64>,
     /// Connect attempts and how they ended.
     pub attempts: CachePadded<Attempts>,
+    /// Passive ejection and the time it came back (slow start).
+    pub outlier: CachePadded<Outlier>,
+    /// Connect time or time to first byte (`leasttime`).
+    pub latency: CachePadded<PeakEwma>,
 }
 
 /// How a server's connect attempts ended, summed over all shards.
@@ -58,37 +70,144 @@ pub struct Server {
     pub sockaddr: SockAddr,
     pub weight: u32,
     pub backup: bool,
+    /// The most connections at once over every shard (0: no limit).
+    pub maxconn: u32,
     pub live: Arc<ServerLive>,
 }
 
-/// A pool of servers and its algorithm.
+impl Server {
+    pub fn new(name: &str, addr: SocketAddr, weight: u32, backup: bool, maxconn: u32) -> Server {
+        Server {
+            name: name.to_string(),
+            addr,
+            sockaddr: SockAddr::from(addr),
+            weight,
+            backup,
+            maxconn,
+            live: Arc::new(ServerLive::default()),
+        }
+    }
+
+    /// Whether a slot is free now (a hint: [`Server::try_reserve`] decides).
+    pub fn has_room(&self) -> bool {
+        self.maxconn == 0 || self.live.active() < u64::from(self.maxconn)
+    }
+
+    /// Takes a slot: counts one more connection, unless that would pass
+    /// `maxconn`. One atomic step, so no two shards can both take the last
+    /// slot.
+    pub fn try_reserve(&self) -> bool {
+        if self.maxconn == 0 {
+            self.live.active.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        let max = u64::from(self.maxconn);
+        self.live
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a slot back.
+    pub fn release(&self) {
+        self.live.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A pool of servers, its algorithm and its policies.
 #[derive(Debug)]
 pub struct Pool {
     pub name: String,
     pub balance: BalanceKind,
     pub retries: u32,
+    pub table_size: u32,
+    pub hash_key: HashKey,
+    pub leasttime_observe: LeastTimeObserve,
+    pub ewma_window: Duration,
+    pub allbackups: bool,
+    pub maxqueue: u32,
+    pub outlier: Option<OutlierConfig>,
+    /// Slow start, in milliseconds (0: none).
+    pub slowstart_ms: u64,
+    pub stick_config: Option<StickConfig>,
     pub servers: Vec<Server>,
+    pub stick: Option<StickTable>,
+    pub queue: WaitingRoom,
 }
 
 impl Pool {
-    fn from_config(p: &PoolConfig) -> Pool {
+    pub fn from_config(p: &PoolConfig, shards: usize) -> Pool {
         Pool {
             name: p.name.clone(),
             balance: p.balance,
             retries: p.retries,
+            table_size: p.table_size,
+            hash_key: p.hash_key,
+            leasttime_observe: p.leasttime_observe,
+            ewma_window: p.ewma_window,
+            allbackups: p.allbackups,
+            maxqueue: p.maxqueue,
+            outlier: p.outlier,
+            slowstart_ms: p.slowstart.map_or(0, crate::clock::ms),
+            stick_config: p.stick,
             servers: p
                 .servers
                 .iter()
-                .map(|s| Server {
-                    name: s.name.clone(),
-                    addr: s.addr,
-                    sockaddr: SockAddr::from(s.addr),
-                    weight: s.weight,
-                    backup: s.backup,
-                    live: Arc::new(ServerLive::default()),
-                })
+                .map(|s| Server::new(&s.name, s.addr, s.weight, s.backup, s.maxconn))
                 .collect(),
+            stick: p.stick.map(|c| StickTable::new(c.size, c.expire)),
+            queue: WaitingRoom::new(shards),
         }
+    }
+
+    /// A pool with default policies over `servers` (tests, benchmarks).
+    pub fn with_servers(balance: BalanceKind, servers: Vec<Server>) -> Pool {
+        let mut p = Pool::from_config(&PoolConfig::new("p", balance, Vec::new()), 1);
+        p.servers = servers;
+        p
+    }
+
+    /// Whether picks need the client's address.
+    pub fn needs_client_addr(&self) -> bool {
+        self.balance.hashes() || self.stick.is_some()
+    }
+
+    /// Server `i`'s weight at `now_ms`, in thousandths: its configured
+    /// weight, scaled down while it ramps up after coming back (slow start).
+    pub fn weight(&self, i: usize, now_ms: u64) -> u64 {
+        let s = &self.servers[i];
+        let w = u64::from(s.weight) * 1000;
+        if self.slowstart_ms == 0 || w == 0 {
+            return w;
+        }
+        let back = s.live.outlier.returned_ms();
+        (w * ramp_permille(back, now_ms, self.slowstart_ms) / 1000).max(1)
+    }
+
+    /// The share (thousandths) of its weight server `i` has at `now_ms`.
+    pub fn ramp(&self, i: usize, now_ms: u64) -> u64 {
+        if self.slowstart_ms == 0 {
+            return 1000;
+        }
+        let back = self.servers[i].live.outlier.returned_ms();
+        ramp_permille(back, now_ms, self.slowstart_ms)
+    }
+
+    /// Whether server `i` may be picked at all: up, weight above zero, and
+    /// not ejected (an ejection that is over counts: its trial is due).
+    pub fn usable(&self, i: usize, now_ms: u64) -> bool {
+        let s = &self.servers[i];
+        s.weight > 0
+            && s.live.is_up()
+            && (self.outlier.is_none() || s.live.outlier.standing(now_ms) != Standing::Out)
+    }
+
+    /// Whether some server other than `except` is usable (never eject the
+    /// last one).
+    pub fn others_usable(&self, except: usize, now_ms: u64) -> bool {
+        (0..self.servers.len()).any(|i| i != except && self.usable(i, now_ms))
     }
 }
 
@@ -100,8 +219,13 @@ pub struct Pools {
 
 impl Pools {
     pub fn from_config(config: &Config) -> Arc<Pools> {
+        let shards = config.runtime.shards.max(1);
         Arc::new(Pools {
-            pools: config.pools.iter().map(Pool::from_config).collect(),
+            pools: config
+                .pools
+                .iter()
+                .map(|p| Pool::from_config(p, shards))
+                .collect(),
         })
     }
 }

@@ -63,7 +63,7 @@ fn bad_quick_mode_arguments_are_named() {
     // Every rule a file gets applies to the flags, all reported at once.
     let out = ringlb()
         .args(["run", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:9"])
-        .args(["--retries", "500", "--shards", "0", "--balance", "random"])
+        .args(["--retries", "500", "--shards", "0", "--balance", "fastest"])
         .args(["--maxconn", "0"])
         .output()
         .unwrap();
@@ -72,7 +72,7 @@ fn bad_quick_mode_arguments_are_named() {
     for expected in [
         "error: <command line>: key `--retries`: must be from 0 to 100",
         "error: <command line>: key `--shards`: must be between 1 and 1024",
-        "error: <command line>: key `--balance`: unknown algorithm `random`",
+        "error: <command line>: key `--balance`: unknown algorithm `fastest`",
         "error: <command line>: key `--maxconn`: must be from 1 to 10000000",
     ] {
         assert!(err.contains(expected), "`{expected}` in:\n{err}");

@@ -201,10 +201,10 @@ fn bad_enums() {
         "unknown mode `teleport`",
     );
     one_error(
-        &GOOD.replace("\"leastconn\"", "\"random\""),
+        &GOOD.replace("\"leastconn\"", "\"fastest\""),
         17,
         "pool[0].balance",
-        "unknown algorithm `random`",
+        "unknown algorithm `fastest`",
     );
     one_error(
         &GOOD.replace("shards = 2", "shards = 0"),

@@ -6,8 +6,8 @@
 //! by cross-multiplication, so no division and no rounding. Ties are broken
 //! round robin: the scan starts one past the previous winner.
 
-use super::Balancer;
-use crate::pool::Server;
+use super::{Balancer, PickCtx};
+use crate::pool::Pool;
 
 pub struct LeastConn {
     next: usize,
@@ -26,17 +26,21 @@ impl Default for LeastConn {
 }
 
 impl Balancer for LeastConn {
-    fn pick(&mut self, servers: &[Server], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let n = servers.len();
+    fn pick(
+        &mut self,
+        pool: &Pool,
+        eligible: &dyn Fn(usize) -> bool,
+        ctx: &PickCtx,
+    ) -> Option<usize> {
+        let n = pool.servers.len();
         let mut best: Option<(usize, u128, u128)> = None;
         for k in 0..n {
             let i = (self.next + k) % n;
-            let s = &servers[i];
-            if s.weight == 0 || !eligible(i) {
+            let weight = u128::from(pool.weight(i, ctx.now_ms));
+            if weight == 0 || !eligible(i) {
                 continue;
             }
-            let load = u128::from(s.live.active()) + 1;
-            let weight = u128::from(s.weight);
+            let load = u128::from(pool.servers[i].live.active()) + 1;
             // load/weight < best_load/best_weight
             if best.is_none_or(|(_, bl, bw)| load * bw < bl * weight) {
                 best = Some((i, load, weight));
@@ -53,25 +57,34 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::balance::test_support::servers;
+    use crate::balance::test_support::pool;
+    use crate::config::BalanceKind;
 
-    fn open(s: &[Server], lc: &mut LeastConn) -> usize {
-        let i = lc.pick(s, &|_| true).unwrap();
-        s[i].live.active.fetch_add(1, Ordering::Relaxed);
+    const CTX: PickCtx = PickCtx {
+        now_ms: 1,
+        key: 0,
+        backup: false,
+    };
+
+    fn open(s: &Pool, lc: &mut LeastConn) -> usize {
+        let i = lc.pick(s, &|_| true, &CTX).unwrap();
+        s.servers[i].live.active.fetch_add(1, Ordering::Relaxed);
         i
     }
 
     #[test]
     fn ties_rotate() {
-        let s = servers(&[1, 1, 1]);
+        let s = pool(BalanceKind::LeastConn, &[1, 1, 1]);
         let mut lc = LeastConn::new();
-        let picks: Vec<_> = (0..3).map(|_| lc.pick(&s, &|_| true).unwrap()).collect();
+        let picks: Vec<_> = (0..3)
+            .map(|_| lc.pick(&s, &|_| true, &CTX).unwrap())
+            .collect();
         assert_eq!(picks, vec![0, 1, 2]);
     }
 
     #[test]
     fn fills_by_weight() {
-        let s = servers(&[3, 1, 1, 1]);
+        let s = pool(BalanceKind::LeastConn, &[3, 1, 1, 1]);
         let mut lc = LeastConn::new();
         let mut counts = [0; 4];
         for _ in 0..600 {
@@ -82,8 +95,8 @@ mod tests {
 
     #[test]
     fn prefers_the_least_loaded() {
-        let s = servers(&[1, 1]);
-        s[0].live.active.store(5, Ordering::Relaxed);
+        let s = pool(BalanceKind::LeastConn, &[1, 1]);
+        s.servers[0].live.active.store(5, Ordering::Relaxed);
         let mut lc = LeastConn::new();
         for _ in 0..5 {
             assert_eq!(open(&s, &mut lc), 1);

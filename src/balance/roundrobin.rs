@@ -7,8 +7,8 @@
 //! `a a b a c a a`, not `a a a a a b c`. Ties go to the lowest index.
 //! With equal weights this is plain round robin.
 
-use super::Balancer;
-use crate::pool::Server;
+use super::{Balancer, PickCtx};
+use crate::pool::Pool;
 
 pub struct SmoothWeighted {
     current: Vec<i64>,
@@ -23,18 +23,25 @@ impl SmoothWeighted {
 }
 
 impl Balancer for SmoothWeighted {
-    fn pick(&mut self, servers: &[Server], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
-        if self.current.len() != servers.len() {
-            self.current = vec![0; servers.len()];
+    fn pick(
+        &mut self,
+        pool: &Pool,
+        eligible: &dyn Fn(usize) -> bool,
+        ctx: &PickCtx,
+    ) -> Option<usize> {
+        let n = pool.servers.len();
+        if self.current.len() != n {
+            self.current = vec![0; n];
         }
         let mut total = 0i64;
         let mut best: Option<usize> = None;
-        for (i, s) in servers.iter().enumerate() {
-            if s.weight == 0 || !eligible(i) {
+        for i in 0..n {
+            let w = pool.weight(i, ctx.now_ms) as i64;
+            if w == 0 || !eligible(i) {
                 continue;
             }
-            self.current[i] += i64::from(s.weight);
-            total += i64::from(s.weight);
+            self.current[i] += w;
+            total += w;
             if best.is_none_or(|b| self.current[i] > self.current[b]) {
                 best = Some(i);
             }
@@ -48,13 +55,20 @@ impl Balancer for SmoothWeighted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::test_support::servers;
+    use crate::balance::test_support::pool;
+    use crate::config::BalanceKind;
+
+    const CTX: PickCtx = PickCtx {
+        now_ms: 1,
+        key: 0,
+        backup: false,
+    };
 
     fn sequence(weights: &[u32], n: usize) -> String {
-        let s = servers(weights);
-        let mut rr = SmoothWeighted::new(s.len());
+        let p = pool(BalanceKind::RoundRobin, weights);
+        let mut rr = SmoothWeighted::new(p.servers.len());
         (0..n)
-            .map(|_| (b'a' + rr.pick(&s, &|_| true).unwrap() as u8) as char)
+            .map(|_| (b'a' + rr.pick(&p, &|_| true, &CTX).unwrap() as u8) as char)
             .collect()
     }
 
@@ -82,10 +96,12 @@ mod tests {
 
     #[test]
     fn ineligible_servers_are_skipped() {
-        let s = servers(&[1, 1, 1]);
+        let p = pool(BalanceKind::RoundRobin, &[1, 1, 1]);
         let mut rr = SmoothWeighted::new(3);
-        let picks: Vec<_> = (0..4).map(|_| rr.pick(&s, &|i| i != 1).unwrap()).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|_| rr.pick(&p, &|i| i != 1, &CTX).unwrap())
+            .collect();
         assert_eq!(picks, vec![0, 2, 0, 2]);
-        assert_eq!(rr.pick(&s, &|_| false), None);
+        assert_eq!(rr.pick(&p, &|_| false, &CTX), None);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::Config;
+use super::{BalanceKind, Config, HashKey, LeastTimeObserve};
 
 impl fmt::Display for Config {
     /// The resolved configuration, as `ringlb check` prints it.
@@ -20,8 +20,8 @@ impl fmt::Display for Config {
         let t = &self.timeouts;
         writeln!(
             f,
-            "timeouts: connect {:?}, client_idle {:?}, server_idle {:?}",
-            t.connect, t.client_idle, t.server_idle
+            "timeouts: connect {:?}, client_idle {:?}, server_idle {:?}, queue {:?}",
+            t.connect, t.client_idle, t.server_idle, t.queue
         )?;
         for l in &self.listeners {
             writeln!(
@@ -31,22 +31,61 @@ impl fmt::Display for Config {
             )?;
         }
         for p in &self.pools {
-            writeln!(
+            write!(
                 f,
                 "pool {}: balance {}, retries {}",
                 p.name,
                 p.balance.as_str(),
                 p.retries
             )?;
-            for s in &p.servers {
-                writeln!(
+            match p.balance {
+                BalanceKind::Source => write!(f, ", table_size {}", p.table_size)?,
+                BalanceKind::Hash => write!(
                     f,
-                    "  server {} {} weight {}{}",
-                    s.name,
-                    s.addr,
-                    s.weight,
-                    if s.backup { " backup" } else { "" }
+                    ", table_size {}, hash_key {}",
+                    p.table_size,
+                    match p.hash_key {
+                        HashKey::Src => "src",
+                        HashKey::SrcPort => "src_port",
+                    }
+                )?,
+                BalanceKind::LeastTime => write!(
+                    f,
+                    ", observe {}, ewma_window {:?}",
+                    match p.leasttime_observe {
+                        LeastTimeObserve::Connect => "connect",
+                        LeastTimeObserve::Ttfb => "ttfb",
+                    },
+                    p.ewma_window
+                )?,
+                _ => {}
+            }
+            if p.allbackups {
+                write!(f, ", allbackups")?;
+            }
+            if p.maxqueue > 0 {
+                write!(f, ", maxqueue {}", p.maxqueue)?;
+            }
+            if let Some(o) = &p.outlier {
+                write!(
+                    f,
+                    ", outlier after {} failures for {:?} up to {:?}",
+                    o.consecutive_failures, o.ejection, o.max_ejection
                 )?;
+            }
+            if let Some(d) = p.slowstart {
+                write!(f, ", slowstart {d:?}")?;
+            }
+            if let Some(st) = &p.stick {
+                write!(f, ", stick on src for {:?} (size {})", st.expire, st.size)?;
+            }
+            writeln!(f)?;
+            for s in &p.servers {
+                write!(f, "  server {} {} weight {}", s.name, s.addr, s.weight)?;
+                if s.maxconn > 0 {
+                    write!(f, " maxconn {}", s.maxconn)?;
+                }
+                writeln!(f, "{}", if s.backup { " backup" } else { "" })?;
             }
         }
         Ok(())

@@ -71,28 +71,115 @@ impl fmt::Display for ForwardMode {
     }
 }
 
-/// The balancing algorithm of a pool.
+/// The balancing algorithm of a pool (`balance = ...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BalanceKind {
     /// Smooth weighted round robin (nginx style).
     RoundRobin,
     /// Weighted least connections across all shards.
     LeastConn,
+    /// A server drawn at random, in proportion to its weight.
+    Random,
+    /// Power of two choices: two servers drawn by weight, the less loaded wins.
+    P2c,
+    /// Client-address affinity through a Maglev lookup table.
+    Source,
+    /// Like `Source`, keyed by `hash_key`.
+    Hash,
+    /// Servers in declared order, each filled up to its `maxconn`.
+    First,
+    /// Least (active + 1) x peak-EWMA latency per weight.
+    LeastTime,
 }
 
 impl BalanceKind {
+    pub const ALL: [BalanceKind; 8] = [
+        BalanceKind::RoundRobin,
+        BalanceKind::LeastConn,
+        BalanceKind::Random,
+        BalanceKind::P2c,
+        BalanceKind::Source,
+        BalanceKind::Hash,
+        BalanceKind::First,
+        BalanceKind::LeastTime,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "roundrobin" => BalanceKind::RoundRobin,
-            "leastconn" => BalanceKind::LeastConn,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             BalanceKind::RoundRobin => "roundrobin",
             BalanceKind::LeastConn => "leastconn",
+            BalanceKind::Random => "random",
+            BalanceKind::P2c => "p2c",
+            BalanceKind::Source => "source",
+            BalanceKind::Hash => "hash",
+            BalanceKind::First => "first",
+            BalanceKind::LeastTime => "leasttime",
+        }
+    }
+
+    /// Whether the pick hashes the client's address (a Maglev table).
+    pub fn hashes(self) -> bool {
+        matches!(self, BalanceKind::Source | BalanceKind::Hash)
+    }
+}
+
+/// What `balance = "hash"` hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address.
+    Src,
+    /// The client's IP address and port.
+    SrcPort,
+}
+
+/// The latency `balance = "leasttime"` observes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeastTimeObserve {
+    /// Time to establish the server connection.
+    Connect,
+    /// Time from the first byte sent to the server to its first byte back.
+    Ttfb,
+}
+
+/// Passive outlier ejection (`outlier = { ... }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierConfig {
+    /// Connect failures in a row that eject a server.
+    pub consecutive_failures: u32,
+    /// The first ejection; each repeat doubles it.
+    pub ejection: Duration,
+    /// The longest ejection.
+    pub max_ejection: Duration,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_failures: 3,
+            ejection: Duration::from_secs(5),
+            max_ejection: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Source-address stickiness (`stick = { on = "src", ... }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StickConfig {
+    /// An entry not used for this long is forgotten.
+    pub expire: Duration,
+    /// The most entries the table holds.
+    pub size: usize,
+}
+
+impl Default for StickConfig {
+    fn default() -> Self {
+        StickConfig {
+            expire: Duration::from_secs(30 * 60),
+            size: 100_000,
         }
     }
 }
@@ -105,7 +192,13 @@ pub struct ServerConfig {
     pub weight: u32,
     /// Used only when no primary server of the pool can take the connection.
     pub backup: bool,
+    /// The most connections open to this server at once, over every shard
+    /// (0: no limit). Clients beyond it wait in the pool's queue.
+    pub maxconn: u32,
 }
+
+/// The default Maglev table size (a prime).
+pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 
 /// A named group of servers and the algorithm that picks among them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +207,42 @@ pub struct PoolConfig {
     pub balance: BalanceKind,
     /// How many other servers to try after a failed connect.
     pub retries: u32,
+    /// Entries of the Maglev table (`source` and `hash`; a prime).
+    pub table_size: u32,
+    pub hash_key: HashKey,
+    pub leasttime_observe: LeastTimeObserve,
+    /// How fast `leasttime`'s latency average forgets.
+    pub ewma_window: Duration,
+    /// Spread over every backup, not only the first one usable.
+    pub allbackups: bool,
+    /// The most clients the pool's queue holds (0: no limit).
+    pub maxqueue: u32,
+    pub outlier: Option<OutlierConfig>,
+    /// A server returning to service ramps its weight over this long.
+    pub slowstart: Option<Duration>,
+    pub stick: Option<StickConfig>,
     pub servers: Vec<ServerConfig>,
+}
+
+impl PoolConfig {
+    /// A pool with every optional setting at its default.
+    pub fn new(name: &str, balance: BalanceKind, servers: Vec<ServerConfig>) -> PoolConfig {
+        PoolConfig {
+            name: name.to_string(),
+            balance,
+            retries: 2,
+            table_size: DEFAULT_TABLE_SIZE,
+            hash_key: HashKey::Src,
+            leasttime_observe: LeastTimeObserve::Connect,
+            ewma_window: Duration::from_secs(10),
+            allbackups: false,
+            maxqueue: 0,
+            outlier: None,
+            slowstart: None,
+            stick: None,
+            servers,
+        }
+    }
 }
 
 /// A listening address and the pool it forwards to.
@@ -135,6 +263,8 @@ pub struct Timeouts {
     pub client_idle: Duration,
     /// Likewise for the server side.
     pub server_idle: Duration,
+    /// The longest a client waits in a pool's queue for a server slot.
+    pub queue: Duration,
 }
 
 impl Default for Timeouts {
@@ -143,6 +273,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(5),
             client_idle: Duration::from_secs(60),
             server_idle: Duration::from_secs(60),
+            queue: Duration::from_secs(5),
         }
     }
 }

@@ -81,6 +81,7 @@ pub(crate) struct RawTimeouts {
     pub connect: Option<Item<String>>,
     pub client_idle: Option<Item<String>>,
     pub server_idle: Option<Item<String>>,
+    pub queue: Option<Item<String>>,
 }
 
 #[derive(Debug)]
@@ -97,7 +98,36 @@ pub(crate) struct RawPool {
     pub name: Option<Item<String>>,
     pub balance: Option<Item<String>>,
     pub retries: Option<Item<i64>>,
+    pub table_size: Option<Item<i64>>,
+    pub hash_key: Option<Item<String>>,
+    pub leasttime_observe: Option<Item<String>>,
+    pub ewma_window: Option<Item<String>>,
+    pub allbackups: Option<Item<bool>>,
+    pub maxqueue: Option<Item<i64>>,
+    pub outlier: Option<RawOutlier>,
+    pub slowstart: Option<Item<String>>,
+    pub stick: Option<RawStick>,
     pub servers: Option<Item<Vec<RawServer>>>,
+}
+
+/// `outlier = { ... }` of a pool.
+#[derive(Debug)]
+pub(crate) struct RawOutlier {
+    /// The table itself.
+    pub at: Origin,
+    pub consecutive_failures: Option<Item<i64>>,
+    pub ejection: Option<Item<String>>,
+    pub max_ejection: Option<Item<String>>,
+}
+
+/// `stick = { ... }` of a pool.
+#[derive(Debug)]
+pub(crate) struct RawStick {
+    /// The table itself.
+    pub at: Origin,
+    pub on: Option<Item<String>>,
+    pub expire: Option<Item<String>>,
+    pub size: Option<Item<i64>>,
 }
 
 #[derive(Debug)]
@@ -106,6 +136,7 @@ pub(crate) struct RawServer {
     pub addr: Option<Item<String>>,
     pub weight: Option<Item<i64>>,
     pub backup: Option<Item<bool>>,
+    pub maxconn: Option<Item<i64>>,
 }
 
 impl RawListener {
@@ -119,24 +150,34 @@ impl RawListener {
 }
 
 impl RawPool {
-    fn empty(at: Origin) -> Self {
+    pub(crate) fn empty(at: Origin) -> Self {
         RawPool {
             at,
             name: None,
             balance: None,
             retries: None,
+            table_size: None,
+            hash_key: None,
+            leasttime_observe: None,
+            ewma_window: None,
+            allbackups: None,
+            maxqueue: None,
+            outlier: None,
+            slowstart: None,
+            stick: None,
             servers: None,
         }
     }
 }
 
 impl RawServer {
-    fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         RawServer {
             name: None,
             addr: None,
             weight: None,
             backup: None,
+            maxconn: None,
         }
     }
 }
@@ -415,12 +456,14 @@ impl Reader<'_> {
 
     fn timeouts(&mut self, path: &str, t: &DeTable<'_>) -> RawTimeouts {
         let mut out = RawTimeouts::default();
-        for (name, key, v) in self.fields(path, t, &["connect", "client_idle", "server_idle"]) {
+        const KNOWN: &[&str] = &["connect", "client_idle", "server_idle", "queue"];
+        for (name, key, v) in self.fields(path, t, KNOWN) {
             let d = self.string(&key, v);
             match name {
                 "connect" => out.connect = d,
                 "client_idle" => out.client_idle = d,
-                _ => out.server_idle = d,
+                "server_idle" => out.server_idle = d,
+                _ => out.queue = d,
             }
         }
         out
@@ -443,12 +486,44 @@ impl Reader<'_> {
 
     fn pool(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawPool {
         self.require(path, &at, t, &["name"]);
+        const KNOWN: &[&str] = &[
+            "name",
+            "balance",
+            "retries",
+            "table_size",
+            "hash_key",
+            "leasttime_observe",
+            "ewma_window",
+            "allbackups",
+            "maxqueue",
+            "outlier",
+            "slowstart",
+            "stick",
+            "servers",
+        ];
         let mut p = RawPool::empty(at);
-        for (name, key, v) in self.fields(path, t, &["name", "balance", "retries", "servers"]) {
+        for (name, key, v) in self.fields(path, t, KNOWN) {
             match name {
                 "name" => p.name = self.string(&key, v),
                 "balance" => p.balance = self.string(&key, v),
                 "retries" => p.retries = self.integer(&key, v),
+                "table_size" => p.table_size = self.integer(&key, v),
+                "hash_key" => p.hash_key = self.string(&key, v),
+                "leasttime_observe" => p.leasttime_observe = self.string(&key, v),
+                "ewma_window" => p.ewma_window = self.string(&key, v),
+                "allbackups" => p.allbackups = self.boolean(&key, v),
+                "maxqueue" => p.maxqueue = self.integer(&key, v),
+                "slowstart" => p.slowstart = self.string(&key, v),
+                "outlier" => {
+                    if let Some(t) = self.table(&key, v) {
+                        p.outlier = Some(self.outlier(&key, Origin::Span(v.span()), t));
+                    }
+                }
+                "stick" => {
+                    if let Some(t) = self.table(&key, v) {
+                        p.stick = Some(self.stick(&key, Origin::Span(v.span()), t));
+                    }
+                }
                 _ => {
                     let tables = self.tables(&key, v, "an array of server tables");
                     let servers = tables
@@ -468,14 +543,52 @@ impl Reader<'_> {
     fn server(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawServer {
         self.require(path, &at, t, &["name", "addr"]);
         let mut s = RawServer::empty();
-        for (name, key, v) in self.fields(path, t, &["name", "addr", "weight", "backup"]) {
+        const KNOWN: &[&str] = &["name", "addr", "weight", "backup", "maxconn"];
+        for (name, key, v) in self.fields(path, t, KNOWN) {
             match name {
                 "name" => s.name = self.string(&key, v),
                 "addr" => s.addr = self.string(&key, v),
                 "weight" => s.weight = self.integer(&key, v),
-                _ => s.backup = self.boolean(&key, v),
+                "backup" => s.backup = self.boolean(&key, v),
+                _ => s.maxconn = self.integer(&key, v),
             }
         }
         s
+    }
+
+    fn outlier(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawOutlier {
+        const KNOWN: &[&str] = &["consecutive_failures", "ejection", "max_ejection"];
+        let mut o = RawOutlier {
+            at,
+            consecutive_failures: None,
+            ejection: None,
+            max_ejection: None,
+        };
+        for (name, key, v) in self.fields(path, t, KNOWN) {
+            match name {
+                "consecutive_failures" => o.consecutive_failures = self.integer(&key, v),
+                "ejection" => o.ejection = self.string(&key, v),
+                _ => o.max_ejection = self.string(&key, v),
+            }
+        }
+        o
+    }
+
+    fn stick(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawStick {
+        const KNOWN: &[&str] = &["on", "expire", "size"];
+        let mut st = RawStick {
+            at,
+            on: None,
+            expire: None,
+            size: None,
+        };
+        for (name, key, v) in self.fields(path, t, KNOWN) {
+            match name {
+                "on" => st.on = self.string(&key, v),
+                "expire" => st.expire = self.string(&key, v),
+                _ => st.size = self.integer(&key, v),
+            }
+        }
+        st
     }
 }

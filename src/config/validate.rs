@@ -8,13 +8,28 @@ use std::time::Duration;
 
 use super::error::Report;
 use super::raw::{
-    Item, Origin, RawConfig, RawListener, RawPool, RawRuntime, RawServer, RawTimeouts,
+    Item, Origin, RawConfig, RawListener, RawOutlier, RawPool, RawRuntime, RawServer, RawStick,
+    RawTimeouts,
 };
 use super::values::{online_cpus_ids, parse_duration, parse_size, resolve};
 use super::{
-    BalanceKind, Config, ForwardMode, ListenerConfig, PoolConfig, RuntimeConfig, ServerConfig,
-    Timeouts, MAX_MAXCONN, MAX_WEIGHT,
+    BalanceKind, Config, ForwardMode, HashKey, LeastTimeObserve, ListenerConfig, OutlierConfig,
+    PoolConfig, RuntimeConfig, ServerConfig, StickConfig, Timeouts, MAX_MAXCONN, MAX_WEIGHT,
 };
+
+/// The largest Maglev table (a prime below 2^24).
+pub const MAX_TABLE_SIZE: u32 = 16_777_213;
+
+/// The most entries a stick table may hold.
+pub const MAX_STICK_SIZE: usize = 16 << 20;
+
+fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let n = u64::from(n);
+    (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
 
 /// Applies every rule to `raw`, recording failures in `report`. The result
 /// holds every value that passed; it is the configuration only if `report`
@@ -160,6 +175,7 @@ impl Validator<'_> {
             connect: self.duration(&raw.connect, "timeouts.connect", d.connect),
             client_idle: self.duration(&raw.client_idle, "timeouts.client_idle", d.client_idle),
             server_idle: self.duration(&raw.server_idle, "timeouts.server_idle", d.server_idle),
+            queue: self.duration(&raw.queue, "timeouts.queue", d.queue),
         }
     }
 
@@ -195,39 +211,220 @@ impl Validator<'_> {
             let balance = match &p.balance {
                 None => BalanceKind::RoundRobin,
                 Some(b) => BalanceKind::parse(&b.value).unwrap_or_else(|| {
+                    let known: Vec<&str> = BalanceKind::ALL.iter().map(|k| k.as_str()).collect();
                     self.err(
                         &b.at,
                         &format!("pool[{i}].balance"),
                         format!(
-                            "unknown algorithm `{}` (expected roundrobin or leastconn)",
-                            b.value
+                            "unknown algorithm `{}` (expected one of {})",
+                            b.value,
+                            known.join(", ")
                         ),
                     );
                     BalanceKind::RoundRobin
                 }),
             };
-            let retries = match &p.retries {
-                None => 2,
-                Some(r) => integer_in(r, |n| *n <= 100).unwrap_or_else(|| {
+            let retries = p.retries.as_ref().map(|r| {
+                integer_in(r, |n| *n <= 100).unwrap_or_else(|| {
                     self.err(
                         &r.at,
                         &format!("pool[{i}].retries"),
                         "must be from 0 to 100",
                     );
                     2
-                }),
-            };
+                })
+            });
             let servers = self.servers(i, p);
-            if let Some(name) = &p.name {
-                pools.push(PoolConfig {
-                    name: name.value.clone(),
-                    balance,
-                    retries,
-                    servers,
-                });
+            let mut pool = PoolConfig::new(
+                p.name.as_ref().map_or("", |n| n.value.as_str()),
+                balance,
+                servers,
+            );
+            pool.retries = retries.unwrap_or(pool.retries);
+            self.pool_settings(i, p, &mut pool);
+            if p.name.is_some() {
+                pools.push(pool);
             }
         }
         pools
+    }
+
+    /// A key that only some algorithms read, set on a pool whose algorithm
+    /// does not.
+    fn only_for(&mut self, at: &Origin, key: &str, name: &str, which: &str) {
+        self.err(
+            at,
+            key,
+            format!("`{name}` applies only to balance = {which}"),
+        );
+    }
+
+    /// Every setting of pool `i` but its name, algorithm and servers.
+    fn pool_settings(&mut self, i: usize, p: &RawPool, pool: &mut PoolConfig) {
+        let key = |k: &str| format!("pool[{i}].{k}");
+        let balance = pool.balance;
+        if let Some(t) = &p.table_size {
+            if !balance.hashes() {
+                self.only_for(&t.at, &key("table_size"), "table_size", "source or hash");
+            }
+            let servers = pool.servers.len() as u32;
+            match integer_in(t, |n: &u32| is_prime(*n) && *n <= MAX_TABLE_SIZE) {
+                Some(n) if n > servers => pool.table_size = n,
+                Some(n) => self.err(
+                    &t.at,
+                    &key("table_size"),
+                    format!("{n} entries cannot hold {servers} servers; use a prime well above 100 x servers"),
+                ),
+                None => self.err(
+                    &t.at,
+                    &key("table_size"),
+                    format!("must be a prime up to {MAX_TABLE_SIZE} (e.g. 65537, 655373)"),
+                ),
+            }
+        }
+        if let Some(h) = &p.hash_key {
+            if balance != BalanceKind::Hash {
+                self.only_for(&h.at, &key("hash_key"), "hash_key", "hash");
+            }
+            match h.value.as_str() {
+                "src" => pool.hash_key = HashKey::Src,
+                "src_port" => pool.hash_key = HashKey::SrcPort,
+                other => self.err(
+                    &h.at,
+                    &key("hash_key"),
+                    format!("unknown key `{other}` (expected src or src_port)"),
+                ),
+            }
+        }
+        if let Some(o) = &p.leasttime_observe {
+            if balance != BalanceKind::LeastTime {
+                self.only_for(
+                    &o.at,
+                    &key("leasttime_observe"),
+                    "leasttime_observe",
+                    "leasttime",
+                );
+            }
+            match o.value.as_str() {
+                "connect" => pool.leasttime_observe = LeastTimeObserve::Connect,
+                "ttfb" => pool.leasttime_observe = LeastTimeObserve::Ttfb,
+                other => self.err(
+                    &o.at,
+                    &key("leasttime_observe"),
+                    format!("unknown latency `{other}` (expected connect or ttfb)"),
+                ),
+            }
+        }
+        if let Some(w) = &p.ewma_window {
+            if balance != BalanceKind::LeastTime {
+                self.only_for(&w.at, &key("ewma_window"), "ewma_window", "leasttime");
+            }
+            pool.ewma_window = self.duration(&p.ewma_window, &key("ewma_window"), pool.ewma_window);
+        }
+        if let Some(a) = &p.allbackups {
+            pool.allbackups = a.value;
+        }
+        if let Some(q) = &p.maxqueue {
+            match integer_in(q, |n: &u32| *n <= 10_000_000) {
+                Some(n) => pool.maxqueue = n,
+                None => self.err(
+                    &q.at,
+                    &key("maxqueue"),
+                    "must be from 0 (no limit) to 10000000",
+                ),
+            }
+        }
+        if let Some(o) = &p.outlier {
+            pool.outlier = Some(self.outlier(o, &key("outlier")));
+        }
+        if p.slowstart.is_some() {
+            pool.slowstart = Some(self.duration(&p.slowstart, &key("slowstart"), Duration::ZERO));
+        }
+        if let Some(st) = &p.stick {
+            if balance.hashes() {
+                self.err(
+                    &st.at,
+                    &key("stick"),
+                    format!(
+                        "balance = {} already keeps a client on its server; `stick` is for the other algorithms",
+                        balance.as_str()
+                    ),
+                );
+            }
+            pool.stick = Some(self.stick(st, &key("stick")));
+        }
+        if let (Some(st), Some(cfg)) = (&p.stick, &pool.stick) {
+            if cfg.expire > crate::stick::MAX_EXPIRE {
+                let at = st.expire.as_ref().map_or(&st.at, |e| &e.at);
+                self.err(
+                    at,
+                    &key("stick.expire"),
+                    format!("must be at most {:?}", crate::stick::MAX_EXPIRE),
+                );
+            }
+        }
+    }
+
+    fn outlier(&mut self, o: &RawOutlier, key: &str) -> OutlierConfig {
+        let d = OutlierConfig::default();
+        let mut out = OutlierConfig {
+            consecutive_failures: d.consecutive_failures,
+            ejection: self.duration(&o.ejection, &format!("{key}.ejection"), d.ejection),
+            max_ejection: self.duration(
+                &o.max_ejection,
+                &format!("{key}.max_ejection"),
+                d.max_ejection,
+            ),
+        };
+        if let Some(c) = &o.consecutive_failures {
+            match integer_in(c, |n| (1..=1000).contains(n)) {
+                Some(n) => out.consecutive_failures = n,
+                None => self.err(
+                    &c.at,
+                    &format!("{key}.consecutive_failures"),
+                    "must be from 1 to 1000",
+                ),
+            }
+        }
+        if out.max_ejection < out.ejection {
+            let at = o.max_ejection.as_ref().map_or(&o.at, |m| &m.at);
+            self.err(
+                at,
+                &format!("{key}.max_ejection"),
+                format!(
+                    "{:?} is shorter than the first ejection ({:?})",
+                    out.max_ejection, out.ejection
+                ),
+            );
+        }
+        out
+    }
+
+    fn stick(&mut self, st: &RawStick, key: &str) -> StickConfig {
+        let d = StickConfig::default();
+        let mut out = StickConfig {
+            expire: self.duration(&st.expire, &format!("{key}.expire"), d.expire),
+            size: d.size,
+        };
+        match &st.on {
+            Some(on) if on.value != "src" => self.err(
+                &on.at,
+                &format!("{key}.on"),
+                format!("cannot stick on `{}` (expected src)", on.value),
+            ),
+            _ => {}
+        }
+        if let Some(n) = &st.size {
+            match integer_in(n, |n| (1..=MAX_STICK_SIZE).contains(n)) {
+                Some(n) => out.size = n,
+                None => self.err(
+                    &n.at,
+                    &format!("{key}.size"),
+                    format!("must be from 1 to {MAX_STICK_SIZE}"),
+                ),
+            }
+        }
+        out
     }
 
     fn servers(&mut self, pool_index: usize, p: &RawPool) -> Vec<ServerConfig> {
@@ -270,11 +467,23 @@ impl Validator<'_> {
                 .as_ref()
                 .and_then(|a| self.address(a, &format!("{key}.addr")));
             if let (Some(name), Some(addr)) = (&s.name, addr) {
+                let maxconn = match &s.maxconn {
+                    None => 0,
+                    Some(m) => integer_in(m, |n: &u32| *n <= 10_000_000).unwrap_or_else(|| {
+                        self.err(
+                            &m.at,
+                            &format!("{key}.maxconn"),
+                            "must be from 0 (no limit) to 10000000",
+                        );
+                        0
+                    }),
+                };
                 servers.push(ServerConfig {
                     name: name.value.clone(),
                     addr,
                     weight,
                     backup: s.backup.as_ref().is_some_and(|b| b.value),
+                    maxconn,
                 });
             }
         }

@@ -19,7 +19,7 @@ use super::log_limit::LogKind;
 use super::pair::{PairState, DOWN, UP};
 use super::token::{Op, Tag};
 use super::Shard;
-use crate::balance;
+use crate::balance::{self, Choice};
 use crate::config::ForwardMode;
 use crate::net::{close_fd, server_socket};
 
@@ -50,18 +50,25 @@ impl Shard {
         loop {
             let p = &self.pairs[slot];
             let pool_i = p.pool as usize;
-            let Some(si) = balance::choose(
+            let now_ms = crate::clock::millis(self.now);
+            let si = match balance::choose(
                 self.balancers[pool_i].as_mut(),
                 &self.pools.pools[pool_i],
                 p.tried,
-            ) else {
-                self.give_up(slot);
-                return;
+                now_ms,
+                p.key,
+            ) {
+                Choice::Server(si) => si,
+                Choice::Full | Choice::Nothing => {
+                    self.give_up(slot);
+                    return;
+                }
             };
             let server = &self.pools.pools[pool_i].servers[si];
             let fd = match server_socket(&server.addr) {
                 Ok(fd) => fd,
                 Err(e) if is_resource_error(&e) => {
+                    server.release();
                     // The spare fd makes room for this one socket; without
                     // it, the client waits for an fd.
                     if self.release_spare_fd() {
@@ -71,6 +78,7 @@ impl Shard {
                     return;
                 }
                 Err(e) => {
+                    server.release();
                     if self.log.admit(LogKind::SocketError, self.now) {
                         tracing::warn!(shard = self.id, server = %server.name, "cannot create a socket: {e}");
                     }
@@ -94,7 +102,6 @@ impl Shard {
                     libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
                 }
             }
-            server.live.active.fetch_add(1, Ordering::Relaxed);
             let (addr, addr_len) = (server.sockaddr.as_ptr(), server.sockaddr.len());
             self.local_active[pool_i][si] += 1;
             let p = &mut self.pairs[slot];
@@ -195,10 +202,7 @@ impl Shard {
         if let Some(si) = p.server_index.take() {
             let (pool, si) = (p.pool as usize, si as usize);
             self.local_active[pool][si] -= 1;
-            self.pools.pools[pool].servers[si]
-                .live
-                .active
-                .fetch_sub(1, Ordering::Relaxed);
+            self.pools.pools[pool].servers[si].release();
         }
     }
 }

@@ -53,6 +53,9 @@ pub struct Pair {
     pub tried: u64,
     /// Connect attempts made so far.
     pub attempts: u32,
+    /// The client's key (`balance::client_key`) when its pool hashes or
+    /// sticks on the client address; 0 otherwise.
+    pub key: u64,
     /// The pair holds a unit of the process's connection budget.
     pub budgeted: bool,
     /// Submissions whose completion has not arrived yet.
@@ -78,6 +81,7 @@ impl Pair {
             server_index: None,
             tried: 0,
             attempts: 0,
+            key: 0,
             budgeted: false,
             inflight: 0,
             dirs: [Dir::new(), Dir::new()],
@@ -186,6 +190,7 @@ mod tests {
             connect: Duration::from_secs(1),
             client_idle: Duration::from_secs(10),
             server_idle: Duration::from_secs(20),
+            queue: Duration::from_secs(5),
         }
     }
 

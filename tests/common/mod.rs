@@ -174,17 +174,17 @@ pub fn config(
             connect: Duration::from_secs(2),
             client_idle: Duration::from_secs(30),
             server_idle: Duration::from_secs(30),
+            queue: Duration::from_secs(5),
         },
         listeners: vec![ListenerConfig {
             name: "test".into(),
             bind: "127.0.0.1:0".parse().unwrap(),
             pool: 0,
         }],
-        pools: vec![PoolConfig {
-            name: "p".into(),
+        pools: vec![PoolConfig::new(
+            "p",
             balance,
-            retries: 2,
-            servers: servers
+            servers
                 .iter()
                 .enumerate()
                 .map(|(i, &(addr, weight))| ServerConfig {
@@ -192,9 +192,10 @@ pub fn config(
                     addr,
                     weight,
                     backup: false,
+                    maxconn: 0,
                 })
                 .collect(),
-        }],
+        )],
     }
 }
 

@@ -1,0 +1,216 @@
+//! A pool's waiting room, as every shard shares it: the global order of
+//! queued clients, each shard's oldest waiter, and what operators read
+//! (length, time queued, estimated wait).
+//!
+//! The clients themselves stay on the shard that accepted them (a queue per
+//! shard and pool, `shard/queue.rs`). What is shared:
+//! - a ticket counter: every queued client takes the next ticket, so
+//!   tickets order arrivals across shards;
+//! - per shard, the ticket of its oldest waiter not yet promised a slot
+//!   ([`EMPTY`] when it has none, [`CLAIMED`] while a slot is on its way
+//!   to it): the shard that frees a slot claims the smallest one by
+//!   compare-and-swap and hands the slot over, so no two shards serve
+//!   the same head and the oldest client goes first;
+//! - the number of clients waiting (`maxqueue`, and whether newcomers must
+//!   queue behind them rather than take a freed slot);
+//! - counters, a histogram of time queued, and the mean time a connection
+//!   holds a slot (for the estimated wait).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+
+use crate::histogram::Histogram;
+
+/// A shard with no waiter in this pool.
+pub const EMPTY: u64 = u64::MAX;
+/// A shard whose head waiter has been promised a slot.
+pub const CLAIMED: u64 = u64::MAX - 1;
+
+#[derive(Debug)]
+pub struct WaitingRoom {
+    next_ticket: CachePadded<AtomicU64>,
+    len: CachePadded<AtomicU64>,
+    heads: Box<[CachePadded<AtomicU64>]>,
+    /// Clients that queued, were served, timed out, or found it full.
+    pub queued: AtomicU64,
+    pub served: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub full: AtomicU64,
+    /// Time spent queued by clients that were served.
+    pub waited: Histogram,
+    /// Mean time a connection holds a slot (µs, an EWMA over ~64 closes).
+    hold_us: AtomicU64,
+}
+
+/// What the waiting room tells operators.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueStats {
+    pub len: u64,
+    pub queued: u64,
+    pub served: u64,
+    pub timeouts: u64,
+    pub full: u64,
+    pub waited_p50: Option<Duration>,
+    pub waited_p99: Option<Duration>,
+    pub mean_hold: Duration,
+}
+
+impl WaitingRoom {
+    pub fn new(shards: usize) -> WaitingRoom {
+        WaitingRoom {
+            next_ticket: CachePadded::new(AtomicU64::new(0)),
+            len: CachePadded::new(AtomicU64::new(0)),
+            heads: (0..shards)
+                .map(|_| CachePadded::new(AtomicU64::new(EMPTY)))
+                .collect(),
+            queued: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            full: AtomicU64::new(0),
+            waited: Histogram::default(),
+            hold_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Clients waiting now, over every shard.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::SeqCst)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A client joins: its ticket. The caller publishes it as its shard's
+    /// head if it is the shard's oldest, then looks for a free slot (a slot
+    /// freed just before, by a shard that saw no waiter, is found then).
+    pub fn join(&self) -> u64 {
+        self.len.fetch_add(1, Ordering::SeqCst);
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.next_ticket.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A client leaves (served, timed out, closed).
+    pub fn leave(&self) {
+        self.len.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Shard `shard`'s head: its oldest unclaimed waiter's ticket, or
+    /// [`EMPTY`]. Only `shard` calls this, and never over a [`CLAIMED`]
+    /// head unless `force` (it is answering the claim).
+    pub fn publish_head(&self, shard: usize, head: u64, force: bool) {
+        let h = &self.heads[shard];
+        if force {
+            h.store(head, Ordering::SeqCst);
+        } else {
+            let _ = h.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
+                (cur != CLAIMED).then_some(head)
+            });
+        }
+    }
+
+    /// Whether shard `shard`'s head is claimed (a slot is on its way).
+    pub fn is_claimed(&self, shard: usize) -> bool {
+        self.heads[shard].load(Ordering::SeqCst) == CLAIMED
+    }
+
+    /// Claims the oldest head over every shard: the shard to hand a slot
+    /// to, or `None` when no shard has an unclaimed waiter.
+    pub fn claim_oldest(&self) -> Option<usize> {
+        loop {
+            let (shard, ticket) = self
+                .heads
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (i, h.load(Ordering::SeqCst)))
+                .filter(|&(_, t)| t < CLAIMED)
+                .min_by_key(|&(_, t)| t)?;
+            if self.heads[shard]
+                .compare_exchange(ticket, CLAIMED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return Some(shard);
+            }
+        }
+    }
+
+    /// A connection held a slot for `d`.
+    pub fn record_hold(&self, d: Duration) {
+        let sample = d.as_micros() as u64;
+        let _ = self
+            .hold_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                Some(if cur == 0 {
+                    sample
+                } else {
+                    cur - cur / 64 + sample / 64
+                })
+            });
+    }
+
+    pub fn mean_hold(&self) -> Duration {
+        Duration::from_micros(self.hold_us.load(Ordering::Relaxed))
+    }
+
+    /// How long a newcomer can expect to wait: clients ahead of it times
+    /// the mean time a slot is held, shared by `slots` slots.
+    pub fn estimated_wait(&self, slots: u64) -> Duration {
+        if slots == 0 {
+            return Duration::ZERO;
+        }
+        let ahead = self.len() as u128;
+        Duration::from_micros(
+            (ahead * self.hold_us.load(Ordering::Relaxed) as u128 / slots as u128) as u64,
+        )
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            len: self.len(),
+            queued: self.queued.load(Ordering::Relaxed),
+            served: self.served.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            full: self.full.load(Ordering::Relaxed),
+            waited_p50: self.waited.quantile(0.5),
+            waited_p99: self.waited.quantile(0.99),
+            mean_hold: self.mean_hold(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_head_is_claimed_once() {
+        let room = WaitingRoom::new(3);
+        assert_eq!(room.claim_oldest(), None);
+        let a = room.join();
+        let b = room.join();
+        room.publish_head(2, a, false);
+        room.publish_head(0, b, false);
+        assert_eq!(room.claim_oldest(), Some(2));
+        assert!(room.is_claimed(2));
+        // A claimed head is not claimed again, nor overwritten but by force.
+        room.publish_head(2, 99, false);
+        assert_eq!(room.claim_oldest(), Some(0));
+        assert_eq!(room.claim_oldest(), None);
+        room.publish_head(2, EMPTY, true);
+        assert!(!room.is_claimed(2));
+        assert_eq!(room.len(), 2);
+    }
+
+    #[test]
+    fn estimated_wait_is_queue_times_hold_over_slots() {
+        let room = WaitingRoom::new(1);
+        room.record_hold(Duration::from_millis(80));
+        for _ in 0..4 {
+            room.join();
+        }
+        assert_eq!(room.estimated_wait(16), Duration::from_millis(20));
+        assert_eq!(room.estimated_wait(0), Duration::ZERO);
+    }
+}
