@@ -92,3 +92,11 @@ pub fn close_fd(fd: RawFd) {
         }
     }
 }
+
+/// The address of the peer connected to `fd` (getpeername(2)); `None` if
+/// it is gone already.
+pub fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: `fd` is an open socket owned by the caller for the whole call.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&borrowed).peer_addr().ok()?.as_socket()
+}

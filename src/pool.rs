@@ -204,6 +204,22 @@ impl Pool {
             && (self.outlier.is_none() || s.live.outlier.standing(now_ms) != Standing::Out)
     }
 
+    /// Whether some server could take a connection now: usable (or, when
+    /// every server that is up is ejected, up) with a free slot.
+    pub fn has_free_slot(&self, now_ms: u64) -> bool {
+        let n = self.servers.len();
+        let panic = !(0..n).any(|i| self.usable(i, now_ms));
+        (0..n).any(|i| {
+            let s = &self.servers[i];
+            let ok = if panic {
+                s.weight > 0 && s.live.is_up()
+            } else {
+                self.usable(i, now_ms)
+            };
+            ok && s.has_room()
+        })
+    }
+
     /// Whether some server other than `except` is usable (never eject the
     /// last one).
     pub fn others_usable(&self, except: usize, now_ms: u64) -> bool {

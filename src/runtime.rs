@@ -18,7 +18,9 @@ use crate::budget::{self, BudgetError, ConnBudget, FdPlan};
 use crate::config::Config;
 use crate::net::{bind_reuseport_group, close_fd};
 use crate::pool::Pools;
-use crate::shard::{Command, Counters, Shard, ShardInitError, ShardLink, ShardSpec, ShardStats};
+use crate::shard::{
+    Command, Counters, Mesh, Shard, ShardInitError, ShardLink, ShardSpec, ShardStats,
+};
 
 /// Why the data plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,7 @@ impl Runtime {
             );
         }
         let pools = Pools::from_config(config);
+        let mesh = Arc::new(Mesh::new(shards, config.pools.len()));
         // per_shard[i]: shard i's listening fd for each listener, with its pool.
         let mut per_shard: Vec<Vec<(RawFd, usize)>> = vec![Vec::new(); shards];
         let mut listeners = Vec::new();
@@ -164,6 +167,7 @@ impl Runtime {
                 commands: commands.clone(),
                 wake,
                 stats: stats.clone(),
+                mesh: mesh.clone(),
             };
             runtime.links.push(ShardLink {
                 commands,

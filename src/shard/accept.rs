@@ -42,8 +42,9 @@ use super::pair::{Pair, PairState};
 use super::timers::{Timer, BUDGET_RETRY, RESOURCE_PAUSE};
 use super::token::{Op, Tag};
 use super::Shard;
-use crate::config::ForwardMode;
-use crate::net::close_fd;
+use crate::balance;
+use crate::config::{ForwardMode, HashKey};
+use crate::net::{close_fd, peer_addr};
 
 /// The first back-off after an unexpected accept error.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -308,6 +309,15 @@ impl Shard {
         p.state = PairState::Waiting;
         p.client = fd;
         p.pool = self.listeners[l].pool as u32;
+        let pool = &self.pools.pools[p.pool as usize];
+        if pool.needs_client_addr() {
+            // Multishot accept does not give the peer's address: asked
+            // only when the pool hashes or sticks on it.
+            if let Some(addr) = peer_addr(fd) {
+                let with_port = pool.hash_key == HashKey::SrcPort;
+                p.key = balance::client_key(&addr, with_port);
+            }
+        }
         self.pairs[slot] = p;
         self.counters.accepted += 1;
         self.counters.active += 1;

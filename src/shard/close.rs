@@ -32,7 +32,8 @@ impl Shard {
         match p.state {
             PairState::Closing | PairState::Free => return,
             PairState::Waiting => self.counters.waiting -= 1,
-            PairState::Connecting | PairState::Forwarding => {}
+            // Its queue entry was taken out by whoever closes it.
+            PairState::Queued | PairState::Connecting | PairState::Forwarding => {}
         }
         p.state = PairState::Closing;
         if p.dirs.iter().any(|d| d.undelivered() > 0) {

@@ -1,6 +1,8 @@
-//! Connecting a pair to a server: pick one, connect through the ring bounded
-//! by the connect timeout (a linked timeout), and on failure redispatch to
-//! another server up to the pool's `retries`, then reset the client.
+//! Connecting a pair to a server: pick one (or queue for one, `queue.rs`),
+//! connect through the ring bounded by the connect timeout (a linked
+//! timeout), and on failure redispatch to another server up to the pool's
+//! `retries`, then reset the client. Each result feeds the server's outlier
+//! state (ejection, trial, return) and, for `leasttime`, its latency.
 //!
 //! A server is blamed only for what it did: a failed or timed-out connect.
 //! A server socket that cannot be created for lack of fds or memory is the
@@ -9,6 +11,7 @@
 
 use std::fmt;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use io_uring::opcode;
 use io_uring::squeue::Flags;
@@ -16,11 +19,12 @@ use io_uring::types::Fd;
 
 use super::direction::Event;
 use super::log_limit::LogKind;
-use super::pair::{PairState, DOWN, UP};
+use super::pair::{PairState, Ttfb, DOWN, UP};
 use super::token::{Op, Tag};
 use super::Shard;
 use crate::balance::{self, Choice};
-use crate::config::ForwardMode;
+use crate::config::{BalanceKind, ForwardMode, LeastTimeObserve};
+use crate::outlier::Change;
 use crate::net::{close_fd, server_socket};
 
 /// Why a connect failed, shown without allocating.
@@ -45,85 +49,105 @@ fn is_resource_error(e: &std::io::Error) -> bool {
 
 impl Shard {
     /// Picks a server for `slot` and submits the connect; on a server
-    /// socket that cannot be made, tries the next server.
+    /// socket that cannot be made, tries the next server. When every
+    /// usable server is full, or other clients already wait for one, the
+    /// client joins the pool's queue (`queue.rs`).
     pub(super) fn connect(&mut self, slot: usize) {
         loop {
             let p = &self.pairs[slot];
             let pool_i = p.pool as usize;
+            let pool = &self.pools.pools[pool_i];
+            // Newcomers wait behind the clients already waiting.
+            if p.attempts == 0 && !pool.queue.is_empty() {
+                self.enqueue(slot);
+                return;
+            }
             let now_ms = crate::clock::millis(self.now);
-            let si = match balance::choose(
-                self.balancers[pool_i].as_mut(),
-                &self.pools.pools[pool_i],
-                p.tried,
-                now_ms,
-                p.key,
-            ) {
-                Choice::Server(si) => si,
-                Choice::Full | Choice::Nothing => {
+            match balance::choose(self.balancers[pool_i].as_mut(), pool, p.tried, now_ms, p.key) {
+                Choice::Server(si) => {
+                    if self.start_connect(slot, si) {
+                        return;
+                    }
+                }
+                Choice::Full => {
+                    self.enqueue(slot);
+                    return;
+                }
+                Choice::Nothing => {
                     self.give_up(slot);
                     return;
                 }
-            };
-            let server = &self.pools.pools[pool_i].servers[si];
-            let fd = match server_socket(&server.addr) {
-                Ok(fd) => fd,
-                Err(e) if is_resource_error(&e) => {
-                    server.release();
-                    // The spare fd makes room for this one socket; without
-                    // it, the client waits for an fd.
-                    if self.release_spare_fd() {
-                        continue;
-                    }
-                    self.wait_for_fds(slot, &e);
-                    return;
-                }
-                Err(e) => {
-                    server.release();
-                    if self.log.admit(LogKind::SocketError, self.now) {
-                        tracing::warn!(shard = self.id, server = %server.name, "cannot create a socket: {e}");
-                    }
-                    self.arm_log_summary();
-                    let p = &mut self.pairs[slot];
-                    p.mark_tried(si);
-                    p.attempts += 1;
-                    if !self.may_retry(slot) {
-                        self.give_up(slot);
-                        return;
-                    }
-                    self.counters.redispatches += 1;
-                    continue;
-                }
-            };
-            if self.forward == ForwardMode::SpliceRing {
-                // IORING_OP_SPLICE on a non-blocking socket would spin in io-wq.
-                // SAFETY: fcntl on an fd we just created.
-                unsafe {
-                    let fl = libc::fcntl(fd, libc::F_GETFL);
-                    libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
-                }
             }
-            let (addr, addr_len) = (server.sockaddr.as_ptr(), server.sockaddr.len());
-            self.local_active[pool_i][si] += 1;
-            let p = &mut self.pairs[slot];
-            p.server = fd;
-            p.server_index = Some(si as u32);
-            p.attempts += 1;
-            p.state = PairState::Connecting;
-            p.inflight += 2;
-            let generation = p.generation;
-            let connect = opcode::Connect::new(Fd(fd), addr.cast(), addr_len)
-                .build()
-                .flags(Flags::IO_LINK)
-                .user_data(Tag::new(Op::Connect, slot as u32, generation, 0).encode());
-            let timeout = opcode::LinkTimeout::new(&*self.connect_timeout)
-                .build()
-                .user_data(Tag::new(Op::ConnectTimeout, slot as u32, generation, 0).encode());
-            // SAFETY: the sockaddr lives in the pools snapshot, which the
-            // shard holds (Arc) for its whole life; the timespec is boxed in
-            // the shard.
-            unsafe { self.push(&[connect, timeout]) };
-            return;
         }
+    }
+
+    /// Connects `slot` to server `si`, whose slot it holds. Returns false
+    /// when the server socket could not be made and another server should
+    /// be picked (the slot is given back).
+    pub(super) fn start_connect(&mut self, slot: usize, si: usize) -> bool {
+        let pool_i = self.pairs[slot].pool as usize;
+        let server = &self.pools.pools[pool_i].servers[si];
+        let fd = match server_socket(&server.addr) {
+            Ok(fd) => fd,
+            Err(e) if is_resource_error(&e) => {
+                self.give_back_slot(pool_i, si);
+                // The spare fd makes room for this one socket; without
+                // it, the client waits for an fd.
+                if self.release_spare_fd() {
+                    return false;
+                }
+                self.wait_for_fds(slot, &e);
+                return true;
+            }
+            Err(e) => {
+                self.give_back_slot(pool_i, si);
+                if self.log.admit(LogKind::SocketError, self.now) {
+                    let server = &self.pools.pools[pool_i].servers[si];
+                    tracing::warn!(shard = self.id, server = %server.name, "cannot create a socket: {e}");
+                }
+                self.arm_log_summary();
+                let p = &mut self.pairs[slot];
+                p.mark_tried(si);
+                p.attempts += 1;
+                if !self.may_retry(slot) {
+                    self.give_up(slot);
+                    return true;
+                }
+                self.counters.redispatches += 1;
+                return false;
+            }
+        };
+        if self.forward == ForwardMode::SpliceRing {
+            // IORING_OP_SPLICE on a non-blocking socket would spin in io-wq.
+            // SAFETY: fcntl on an fd we just created.
+            unsafe {
+                let fl = libc::fcntl(fd, libc::F_GETFL);
+                libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            }
+        }
+        let server = &self.pools.pools[pool_i].servers[si];
+        let (addr, addr_len) = (server.sockaddr.as_ptr(), server.sockaddr.len());
+        self.local_active[pool_i][si] += 1;
+        let p = &mut self.pairs[slot];
+        p.server = fd;
+        p.server_index = Some(si as u32);
+        p.attempts += 1;
+        p.state = PairState::Connecting;
+        p.connect_started = self.now;
+        p.inflight += 2;
+        let generation = p.generation;
+        let connect = opcode::Connect::new(Fd(fd), addr.cast(), addr_len)
+            .build()
+            .flags(Flags::IO_LINK)
+            .user_data(Tag::new(Op::Connect, slot as u32, generation, 0).encode());
+        let timeout = opcode::LinkTimeout::new(&*self.connect_timeout)
+            .build()
+            .user_data(Tag::new(Op::ConnectTimeout, slot as u32, generation, 0).encode());
+        // SAFETY: the sockaddr lives in the pools snapshot, which the
+        // shard holds (Arc) for its whole life; the timespec is boxed in
+        // the shard.
+        unsafe { self.push(&[connect, timeout]) };
+        true
     }
 
     pub(super) fn on_connect(&mut self, slot: usize, result: i32) {
@@ -131,13 +155,33 @@ impl Shard {
         debug_assert_eq!(p.state, PairState::Connecting);
         let si = p.server_index.expect("connecting without a server") as usize;
         let pool_i = p.pool as usize;
-        let server = &self.pools.pools[pool_i].servers[si];
+        let pool = &self.pools.pools[pool_i];
+        let server = &pool.servers[si];
+        let now_ms = crate::clock::millis(self.now);
         if result == 0 {
             server
                 .live
                 .attempts
                 .connections
                 .fetch_add(1, Ordering::Relaxed);
+            if pool.balance == BalanceKind::LeastTime {
+                match pool.leasttime_observe {
+                    LeastTimeObserve::Connect => server.live.latency.observe(
+                        self.now - p.connect_started,
+                        now_ms,
+                        pool.ewma_window,
+                    ),
+                    LeastTimeObserve::Ttfb => p.ttfb = Ttfb::Armed,
+                }
+            }
+            if pool.outlier.is_some() && server.live.outlier.on_success(now_ms) == Change::Returned {
+                tracing::warn!(
+                    shard = self.id,
+                    pool = %pool.name,
+                    server = %server.name,
+                    "server back in service: its trial connection succeeded"
+                );
+            }
             p.state = PairState::Forwarding;
             p.server_seen = self.now;
             p.client_seen = self.now;
@@ -160,6 +204,34 @@ impl Shard {
                 ConnectError(result)
             );
         }
+        if let Some(cfg) = &pool.outlier {
+            let others = pool.others_usable(si, now_ms);
+            match server.live.outlier.on_failure(now_ms, cfg, others) {
+                Change::Ejected { for_ms, nth } => {
+                    self.counters.ejections += 1;
+                    tracing::warn!(
+                        shard = self.id,
+                        pool = %pool.name,
+                        server = %server.name,
+                        "server ejected for {:?} (ejection {nth} in a row): {}",
+                        Duration::from_millis(for_ms),
+                        ConnectError(result)
+                    );
+                }
+                Change::Kept => {
+                    if self.log.admit(LogKind::LastServerKept, self.now) {
+                        tracing::warn!(
+                            shard = self.id,
+                            pool = %pool.name,
+                            server = %server.name,
+                            "server keeps failing but is the last usable one of its pool: not ejected"
+                        );
+                    }
+                }
+                Change::None | Change::Returned => {}
+            }
+        }
+        let p = &mut self.pairs[slot];
         close_fd(p.server);
         p.server = -1;
         p.mark_tried(si);
@@ -181,7 +253,7 @@ impl Shard {
 
     /// No server could take the client: it is reset, never left connected
     /// to nothing.
-    fn give_up(&mut self, slot: usize) {
+    pub(super) fn give_up(&mut self, slot: usize) {
         self.counters.unserved += 1;
         if self.log.admit(LogKind::NoServer, self.now) {
             let p = &self.pairs[slot];
@@ -196,13 +268,25 @@ impl Shard {
         self.abort(slot);
     }
 
-    /// Takes the pair off its server's counts.
+    /// Takes the pair off its server's counts and gives its slot back.
     pub(super) fn release_server(&mut self, slot: usize) {
         let p = &mut self.pairs[slot];
         if let Some(si) = p.server_index.take() {
-            let (pool, si) = (p.pool as usize, si as usize);
-            self.local_active[pool][si] -= 1;
-            self.pools.pools[pool].servers[si].release();
+            let (pool_i, si) = (p.pool as usize, si as usize);
+            let held = self.now.saturating_duration_since(p.connect_started);
+            self.local_active[pool_i][si] -= 1;
+            let pool = &self.pools.pools[pool_i];
+            if pool.servers[si].maxconn > 0 {
+                pool.queue.record_hold(held);
+            }
+            self.give_back_slot(pool_i, si);
         }
+    }
+
+    /// Gives back a slot of server `si` (taken by `choose`), and lets a
+    /// waiter have it.
+    fn give_back_slot(&mut self, pool_i: usize, si: usize) {
+        self.pools.pools[pool_i].servers[si].release();
+        self.slot_freed(pool_i);
     }
 }

@@ -114,6 +114,7 @@ impl Shard {
         if std::mem::take(&mut self.pair_freed) {
             self.after_pair_freed();
         }
+        self.run_queue_dispatch();
     }
 
     fn arm_commands(&mut self) {
@@ -137,6 +138,7 @@ impl Shard {
             Op::Accept => self.on_accept(tag.slot as usize, c.result, c.flags),
             Op::Command => self.on_command(),
             Op::Wake => self.on_wake(tag.slot),
+            Op::Handoff => self.on_handoff(),
             Op::Ignore => {}
             _ => self.on_pair_completion(tag, c.result, c.flags),
         }
@@ -195,6 +197,7 @@ impl Shard {
 
     /// Resets every pair that is still open (the stop deadline passed).
     pub(super) fn abort_all(&mut self) {
+        self.abort_queued();
         for slot in 0..self.pairs.len() {
             if matches!(
                 self.pairs[slot].state,
@@ -238,6 +241,10 @@ impl Shard {
             match p.state {
                 PairState::Free => continue,
                 PairState::Waiting => self.counters.waiting -= 1,
+                PairState::Queued => {
+                    self.pools.pools[p.pool as usize].queue.leave();
+                    self.counters.queue_len -= 1;
+                }
                 _ => {}
             }
             for fd in [p.client, p.server] {

@@ -168,14 +168,14 @@ impl Shard {
                 let r = splice(self.pairs[slot].source(d), pipe_write, len);
                 if let Spliced::Moved(n) = r {
                     self.count_bytes(d, n);
-                    self.pairs[slot].progress(d, true, self.now);
+                    self.progress(slot, d, true);
                 }
                 return Some(Event::SplicedIn(r));
             }
             Action::SpliceOut { pipe_read, len } => {
                 let r = splice(pipe_read, self.pairs[slot].sink(d), len);
                 if let Spliced::Moved(_) = r {
-                    self.pairs[slot].progress(d, false, self.now);
+                    self.progress(slot, d, false);
                 }
                 return Some(Event::SplicedOut(r));
             }
@@ -247,7 +247,7 @@ impl Shard {
                 let bid = cqueue::buffer_select(flags).expect("a receive without a buffer");
                 let buf = self.buffers().take(bid);
                 self.count_bytes(d, result as usize);
-                self.pairs[slot].progress(d, true, self.now);
+                self.progress(slot, d, true);
                 Event::Received {
                     buf,
                     len: result as u32,
@@ -262,7 +262,7 @@ impl Shard {
             }
             Op::Send => {
                 if result > 0 {
-                    self.pairs[slot].progress(d, false, self.now);
+                    self.progress(slot, d, false);
                 }
                 Event::Sent(result)
             }
@@ -271,13 +271,13 @@ impl Shard {
             Op::SpliceIn => {
                 if result > 0 {
                     self.count_bytes(d, result as usize);
-                    self.pairs[slot].progress(d, true, self.now);
+                    self.progress(slot, d, true);
                 }
                 Event::RingIn(result)
             }
             Op::SpliceOut => {
                 if result > 0 {
-                    self.pairs[slot].progress(d, false, self.now);
+                    self.progress(slot, d, false);
                 }
                 Event::RingOut(result)
             }
@@ -288,6 +288,22 @@ impl Shard {
 
     /// Wakes directions that wait for a buffer, as many as there are free
     /// buffers; called by the loop between handlers.
+    /// Records progress on a side of the pair, and the server's time to
+    /// first byte when that completes it (`leasttime_observe = "ttfb"`).
+    fn progress(&mut self, slot: usize, d: usize, read: bool) {
+        let p = &mut self.pairs[slot];
+        if let Some(ttfb) = p.progress(d, read, self.now) {
+            if let Some(si) = p.server_index {
+                let pool = &self.pools.pools[p.pool as usize];
+                let now_ms = crate::clock::millis(self.now);
+                pool.servers[si as usize]
+                    .live
+                    .latency
+                    .observe(ttfb, now_ms, pool.ewma_window);
+            }
+        }
+    }
+
     pub(super) fn wake_buffer_waiters(&mut self) {
         if self.buffer_waiters.is_empty() {
             return;
@@ -305,7 +321,7 @@ impl Shard {
             {
                 // The wait was the shard's, not the source's: it does not
                 // count as idleness.
-                p.progress(d, true, self.now);
+                p.touch(d, true, self.now);
                 self.step(slot, d, Event::BufferFree);
                 free -= 1;
             }

@@ -32,9 +32,15 @@ pub enum LogKind {
     ConnectFailed,
     /// No server could take a client.
     NoServer,
+    /// A client was turned away by `maxqueue`.
+    QueueFull,
+    /// A client waited `timeouts.queue` without a slot.
+    QueueTimeout,
+    /// A failing server was not ejected: it is the last usable one.
+    LastServerKept,
 }
 
-const KINDS: usize = 7;
+const KINDS: usize = 10;
 
 impl LogKind {
     fn index(self) -> usize {
@@ -49,6 +55,9 @@ impl LogKind {
         LogKind::SocketError,
         LogKind::ConnectFailed,
         LogKind::NoServer,
+        LogKind::QueueFull,
+        LogKind::QueueTimeout,
+        LogKind::LastServerKept,
     ];
 
     /// What the summary line calls these events.
@@ -61,6 +70,9 @@ impl LogKind {
             LogKind::SocketError => "server sockets that could not be created",
             LogKind::ConnectFailed => "failed server connects",
             LogKind::NoServer => "clients closed with no server to take them",
+            LogKind::QueueFull => "clients turned away by a full queue",
+            LogKind::QueueTimeout => "clients closed after the queue timeout",
+            LogKind::LastServerKept => "failures of a last usable server (not ejected)",
         }
     }
 }

@@ -1,8 +1,8 @@
 //! A shard: one pinned thread that owns one io_uring, its own listening
 //! socket per listener (SO_REUSEPORT), its own pair table, buffer ring, pipe
 //! pool and timer wheel. Nothing here is shared with other shards but the
-//! pools' live counters, the process's connection budget, and a command
-//! queue from the control side.
+//! pools' live state, the process's connection budget, the hand-off queues
+//! between shards, and a command queue from the control side.
 //!
 //! - `driver.rs`: the loop, dispatching completions, stopping, failing.
 //! - `accept.rs`: listeners, the budget, clients waiting for it.
@@ -10,6 +10,8 @@
 //! - `pair.rs` / `direction.rs`: a pair's state and each direction's
 //!   state machine; `connect.rs`, `forward.rs`, `close.rs` drive them.
 //! - `buffers.rs`, `pipes.rs`, `slab.rs`: the resources a shard owns.
+//! - `queue.rs` / `handoff.rs`: clients waiting for a server slot, and
+//!   slots handed between shards.
 //! - `log_limit.rs`: data-path logging that cannot flood.
 //! - `stats.rs`: counters published to the control side.
 
@@ -20,16 +22,18 @@ mod connect;
 mod direction;
 mod driver;
 mod forward;
+mod handoff;
 mod log_limit;
 mod pair;
 mod pipes;
+mod queue;
 mod slab;
 mod stats;
 mod timers;
 mod token;
 
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +51,7 @@ use crate::timer_wheel::{TimerKey, TimerWheel};
 use accept::Listener;
 use buffers::BufferRing;
 pub use driver::ShardError;
+pub use handoff::Mesh;
 use log_limit::LogLimiter;
 use pipes::PipePool;
 use slab::Slab;
@@ -106,6 +111,8 @@ pub struct ShardSpec {
     pub commands: Arc<ArrayQueue<Command>>,
     pub wake: RawFd,
     pub stats: Arc<ShardStats>,
+    /// The hand-off queues between shards.
+    pub mesh: Arc<Mesh>,
 }
 
 /// Why a shard could not be set up.
@@ -135,6 +142,13 @@ pub struct Shard {
     listeners: Vec<Listener>,
     /// Pairs waiting for the budget or an fd, oldest first: (slot, generation).
     waiting: VecDeque<(u32, u32)>,
+    /// Per pool, clients waiting for a server slot, oldest first:
+    /// (slot, generation); entries of clients that left are dropped lazily.
+    queues: Vec<VecDeque<(u32, u32)>>,
+    /// Per pool, a slot may be free for a waiter: the loop dispatches.
+    queue_dirty: Vec<bool>,
+    queue_poll: Option<TimerKey>,
+    mesh: Arc<Mesh>,
     budget: Arc<ConnBudget>,
     /// Set when a server socket could not be had for lack of fds: waiting
     /// clients are not served before then (or before a pair closes).
@@ -201,6 +215,8 @@ impl Shard {
             .map(|p| vec![0; p.servers.len()])
             .collect();
         let now = Instant::now();
+        let pools = spec.pools.pools.len();
+        spec.mesh.set_ring_fd(spec.id, ring.io_uring().as_raw_fd());
         Ok((
             Shard {
                 ring,
@@ -217,6 +233,10 @@ impl Shard {
                     .map(|(fd, pool)| Listener::new(fd, pool))
                     .collect(),
                 waiting: VecDeque::new(),
+                queues: vec![VecDeque::new(); pools],
+                queue_dirty: vec![false; pools],
+                queue_poll: None,
+                mesh: spec.mesh,
                 budget: spec.budget,
                 fds_short_until: None,
                 spare_fd: accept::open_spare_fd(),

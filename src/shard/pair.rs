@@ -23,6 +23,9 @@ pub enum PairState {
     /// Accepted; waiting for the connection budget (or for an fd) before a
     /// server is chosen. Only the client fd exists.
     Waiting,
+    /// Every usable server of the pool is at its `maxconn`: waiting in the
+    /// pool's queue, unread, for a slot (`queue.rs`).
+    Queued,
     /// A connect to `server_index` is in flight.
     Connecting,
     /// Both directions are moving bytes (or one has finished).
@@ -30,6 +33,17 @@ pub enum PairState {
     /// Waiting for the operations still in flight to complete before the
     /// fds are closed and the slot freed.
     Closing,
+}
+
+/// Measuring a server's time to first byte (`leasttime_observe = "ttfb"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttfb {
+    /// Not measured for this pair (or measured already).
+    Off,
+    /// Connected: waiting for the first byte sent to the server.
+    Armed,
+    /// The first byte went to the server at this instant.
+    Sent(Instant),
 }
 
 /// A side of a pair.
@@ -68,6 +82,12 @@ pub struct Pair {
     pub reset: bool,
     /// The pair's idle timer on the shard's wheel.
     pub timer: Option<TimerKey>,
+    /// When it joined its pool's queue, and its ticket there.
+    pub queued_at: Instant,
+    pub ticket: u64,
+    /// When the current connect was submitted (connect time, slot hold).
+    pub connect_started: Instant,
+    pub ttfb: Ttfb,
 }
 
 impl Pair {
@@ -89,6 +109,10 @@ impl Pair {
             server_seen: now,
             reset: false,
             timer: None,
+            queued_at: now,
+            ticket: 0,
+            connect_started: now,
+            ttfb: Ttfb::Off,
         }
     }
 
@@ -110,12 +134,38 @@ impl Pair {
         }
     }
 
-    /// Records progress on the source (`read`) or sink of direction `d`.
-    pub fn progress(&mut self, d: usize, read: bool, now: Instant) {
+    /// Marks the source (`read`) or sink of direction `d` as seen now.
+    pub fn touch(&mut self, d: usize, read: bool, now: Instant) {
         if (d == UP) == read {
             self.client_seen = now;
         } else {
             self.server_seen = now;
+        }
+    }
+
+    /// Records progress on the source (`read`) or sink of direction `d`.
+    /// Returns the server's time to first byte when this progress completes
+    /// its measurement (first bytes written to the server, then first
+    /// bytes read from it).
+    #[must_use]
+    pub fn progress(&mut self, d: usize, read: bool, now: Instant) -> Option<std::time::Duration> {
+        self.touch(d, read, now);
+        match self.ttfb {
+            Ttfb::Off => None,
+            Ttfb::Armed => {
+                if d == UP && !read {
+                    self.ttfb = Ttfb::Sent(now);
+                }
+                None
+            }
+            Ttfb::Sent(at) => {
+                if d == DOWN && read {
+                    self.ttfb = Ttfb::Off;
+                    Some(now - at)
+                } else {
+                    None
+                }
+            }
         }
     }
 
@@ -135,9 +185,19 @@ impl Pair {
     /// slow, or it has sent FIN and is owed nothing) is not blamed; its peer
     /// is. A pair waiting for the shard's buffers is not idle at all. A
     /// pair waiting for the connection budget is idle after the client
-    /// timeout; a connecting pair is bounded by the connect timeout instead.
+    /// timeout; a queued one after the queue timeout (or the client
+    /// timeout, if shorter); a connecting pair is bounded by the connect
+    /// timeout instead.
     pub fn idle_deadline(&self, now: Instant, t: &Timeouts) -> Result<Instant, Side> {
         match self.state {
+            PairState::Queued => {
+                let at = (self.client_seen + t.client_idle).min(self.queued_at + t.queue);
+                if at <= now {
+                    Err(Side::Client)
+                } else {
+                    Ok(at)
+                }
+            }
             PairState::Waiting => {
                 let at = self.client_seen + t.client_idle;
                 if at <= now {

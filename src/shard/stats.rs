@@ -68,6 +68,17 @@ counters! {
     /// Bytes forwarded client → server and server → client.
     bytes_up,
     bytes_down,
+    /// Clients that had to queue for a server slot, waiting now, closed
+    /// after `timeouts.queue`, and turned away by `maxqueue`.
+    queued,
+    queue_len,
+    queue_timeouts,
+    queue_full,
+    /// Queue slots handed to and from other shards.
+    handoffs_sent,
+    handoffs_received,
+    /// Servers this shard ejected (outlier detection).
+    ejections,
     /// Provided buffers lent out now, and pipes the shard holds.
     buffers_in_use,
     pipes,

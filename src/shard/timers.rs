@@ -12,6 +12,7 @@
 //!   a back-off.
 //! - Retry: clients waiting for the connection budget, and listeners paused
 //!   at it, look again (a pair closing on another shard frees budget too).
+//! - Queue poll: a shard with queued clients looks for free server slots.
 //! - The stop deadline, and the summaries of rate-limited log lines.
 
 use std::time::{Duration, Instant};
@@ -47,6 +48,8 @@ pub enum Timer {
     /// Wakes the loop to give up on pairs still closing.
     StopEscape,
     LogSummary,
+    /// A shard with queued clients looks for free slots.
+    QueuePoll,
 }
 
 impl Shard {
@@ -141,6 +144,7 @@ impl Shard {
             }
             // The loop itself checks the escape.
             Timer::StopEscape => {}
+            Timer::QueuePoll => self.on_queue_poll(),
             Timer::LogSummary => {
                 self.log_timer = None;
                 let id = self.id;
@@ -167,8 +171,10 @@ impl Shard {
             return;
         }
         p.timer = None;
+        let queued = p.state == PairState::Queued;
         match p.idle_deadline(self.now, &self.timeouts) {
             Ok(at) => self.arm_idle(slot, at),
+            Err(_) if queued => self.queue_timeout(slot),
             Err(side) => {
                 self.counters.idle_timeouts += 1;
                 tracing::debug!(

@@ -26,6 +26,8 @@ pub enum Op {
     /// The timeout that wakes the loop for the timer wheel; `slot` carries
     /// the arming's sequence number.
     Wake = 13,
+    /// Another shard handed this one a queue slot (`IORING_OP_MSG_RING`).
+    Handoff = 14,
 }
 
 impl Op {
@@ -45,6 +47,7 @@ impl Op {
             11 => Cancel,
             12 => Ignore,
             13 => Wake,
+            14 => Handoff,
             _ => return None,
         })
     }
