@@ -98,5 +98,8 @@ pub fn close_fd(fd: RawFd) {
 pub fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
     // SAFETY: `fd` is an open socket owned by the caller for the whole call.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    socket2::SockRef::from(&borrowed).peer_addr().ok()?.as_socket()
+    socket2::SockRef::from(&borrowed)
+        .peer_addr()
+        .ok()?
+        .as_socket()
 }

@@ -24,8 +24,8 @@ use super::token::{Op, Tag};
 use super::Shard;
 use crate::balance::{self, Choice};
 use crate::config::{BalanceKind, ForwardMode, LeastTimeObserve};
-use crate::outlier::Change;
 use crate::net::{close_fd, server_socket};
+use crate::outlier::Change;
 
 /// Why a connect failed, shown without allocating.
 struct ConnectError(i32);
@@ -63,7 +63,13 @@ impl Shard {
                 return;
             }
             let now_ms = crate::clock::millis(self.now);
-            match balance::choose(self.balancers[pool_i].as_mut(), pool, p.tried, now_ms, p.key) {
+            match balance::choose(
+                self.balancers[pool_i].as_mut(),
+                pool,
+                p.tried,
+                now_ms,
+                p.key,
+            ) {
                 Choice::Server(si) => {
                     if self.start_connect(slot, si) {
                         return;
@@ -174,7 +180,8 @@ impl Shard {
                     LeastTimeObserve::Ttfb => p.ttfb = Ttfb::Armed,
                 }
             }
-            if pool.outlier.is_some() && server.live.outlier.on_success(now_ms) == Change::Returned {
+            if pool.outlier.is_some() && server.live.outlier.on_success(now_ms) == Change::Returned
+            {
                 tracing::warn!(
                     shard = self.id,
                     pool = %pool.name,

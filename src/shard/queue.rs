@@ -180,15 +180,11 @@ impl Shard {
             // Its poll finds the message.
             return;
         }
-        let entry = opcode::MsgRingData::new(
-            Fd(fd),
-            0,
-            Tag::new(Op::Handoff, 0, 0, 0).encode(),
-            None,
-        )
-        .build()
-        .flags(Flags::SKIP_SUCCESS)
-        .user_data(Tag::new(Op::Ignore, 0, 0, 0).encode());
+        let entry =
+            opcode::MsgRingData::new(Fd(fd), 0, Tag::new(Op::Handoff, 0, 0, 0).encode(), None)
+                .build()
+                .flags(Flags::SKIP_SUCCESS)
+                .user_data(Tag::new(Op::Ignore, 0, 0, 0).encode());
         // SAFETY: no pointers; the target ring's fd stays open while the
         // process runs its shards.
         unsafe { self.push(&[entry]) };
@@ -242,7 +238,9 @@ impl Shard {
                     self.leave_queue(slot);
                     let pool = &self.pools.pools[pool_i];
                     pool.queue.served.fetch_add(1, Ordering::Relaxed);
-                    pool.queue.waited.record(self.now - self.pairs[slot].queued_at);
+                    pool.queue
+                        .waited
+                        .record(self.now - self.pairs[slot].queued_at);
                     self.publish_head(pool_i, true);
                     let p = &mut self.pairs[slot];
                     p.state = PairState::Connecting;

@@ -7,7 +7,7 @@ pub mod binary;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,9 @@ pub enum Behaviour {
     /// Never reads nor writes; holds the connection until the backend is
     /// dropped (at most 30 s).
     Stall,
+    /// Reads one line, appends it to the backend's `log`, sends it back,
+    /// then holds the connection until the client closes it.
+    Record,
 }
 
 /// The byte at offset `i` of a `Blast` stream.
@@ -45,9 +48,12 @@ pub fn pattern(i: usize) -> u8 {
 /// A backend on 127.0.0.1 with a thread per connection.
 pub struct Backend {
     pub addr: SocketAddr,
-    /// Connections open right now / ever accepted.
+    /// Connections open right now / ever accepted / most open at once.
     pub active: Arc<AtomicUsize>,
     pub accepted: Arc<AtomicUsize>,
+    pub peak: Arc<AtomicUsize>,
+    /// The lines `Record` read, in the order their connections sent them.
+    pub log: Arc<Mutex<Vec<String>>>,
     /// Set when a connection ended with a read error or reset from ringlb.
     pub saw_reset: Arc<AtomicBool>,
     /// Set when a connection ended with a clean EOF from ringlb.
@@ -61,6 +67,8 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let active = Arc::new(AtomicUsize::new(0));
         let accepted = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let log = Arc::new(Mutex::new(Vec::new()));
         let saw_reset = Arc::new(AtomicBool::new(false));
         let saw_eof = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -68,6 +76,8 @@ impl Backend {
             addr,
             active: active.clone(),
             accepted: accepted.clone(),
+            peak: peak.clone(),
+            log: log.clone(),
             saw_reset: saw_reset.clone(),
             saw_eof: saw_eof.clone(),
             stop: stop.clone(),
@@ -79,7 +89,9 @@ impl Backend {
                 }
                 let Ok(stream) = stream else { continue };
                 accepted.fetch_add(1, Ordering::SeqCst);
-                active.fetch_add(1, Ordering::SeqCst);
+                let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                let log = log.clone();
                 let (active, saw_reset, saw_eof, stop) = (
                     active.clone(),
                     saw_reset.clone(),
@@ -89,11 +101,14 @@ impl Backend {
                 thread::Builder::new()
                     .stack_size(128 * 1024)
                     .spawn(move || {
-                        match serve(stream, behaviour, &stop) {
+                        let mut stream = stream;
+                        match serve(&mut stream, behaviour, &stop, &log) {
                             Ok(()) => saw_eof.store(true, Ordering::SeqCst),
                             Err(_) => saw_reset.store(true, Ordering::SeqCst),
                         }
+                        // Counted out before the close can reach ringlb.
                         active.fetch_sub(1, Ordering::SeqCst);
+                        drop(stream);
                     })
                     .unwrap();
             }
@@ -109,7 +124,12 @@ impl Drop for Backend {
     }
 }
 
-fn serve(mut s: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> std::io::Result<()> {
+fn serve(
+    s: &mut TcpStream,
+    behaviour: Behaviour,
+    stop: &AtomicBool,
+    log: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     match behaviour {
         Behaviour::Echo => loop {
@@ -147,11 +167,22 @@ fn serve(mut s: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> std::io::
             }
             Ok(())
         }
+        Behaviour::Record => {
+            let mut line = Vec::new();
+            let mut one = [0u8; 1];
+            while s.read(&mut one)? == 1 && one[0] != b'\n' {
+                line.push(one[0]);
+            }
+            let line = String::from_utf8_lossy(&line).into_owned();
+            log.lock().unwrap().push(line.clone());
+            s.write_all(format!("{line}\n").as_bytes())?;
+            while s.read(&mut buf)? > 0 {}
+            Ok(())
+        }
         Behaviour::ResetAfterByte => {
             let mut one = [0u8; 1];
             s.read_exact(&mut one)?;
-            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
-            drop(s);
+            socket2::SockRef::from(&*s).set_linger(Some(Duration::ZERO))?;
             Ok(())
         }
     }
