@@ -63,7 +63,12 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(behaviour: Behaviour) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), behaviour)
+    }
+
+    /// A backend on `addr` (e.g. the port of a server that was down).
+    pub fn start_on(addr: SocketAddr, behaviour: Behaviour) -> Backend {
+        let listener = TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let active = Arc::new(AtomicUsize::new(0));
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -186,6 +191,23 @@ fn serve(
             Ok(())
         }
     }
+}
+
+/// A loopback address nothing listens on (a port bound, then freed).
+pub fn dead_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Connects to `addr` from source address `src` (any 127.x.y.z).
+pub fn connect_from(src: &str, addr: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: SocketAddr = format!("{src}:0").parse().unwrap();
+    sock.bind(&src.into()).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    sock.into()
 }
 
 /// Builds a one-listener, one-pool configuration on 127.0.0.1:0.
