@@ -123,11 +123,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let c = runtime.counters();
             tracing::info!(
-                "stopped: {} connections accepted, {} unserved, {} connect failures",
+                "stopped: {} connections accepted, {} unserved, {} connect failures, {} ejections",
                 c.accepted,
                 c.unserved,
-                c.connect_failures
+                c.connect_failures,
+                c.ejections
             );
+            for pool in &runtime.pools().pools {
+                let q = pool.queue_stats(ringlb::clock::millis(std::time::Instant::now()));
+                if q.queued > 0 {
+                    tracing::info!(
+                        "pool {}: {} clients queued, {} served from the queue, {} queue timeouts, {} turned away (maxqueue); time queued p50 {:?} p99 {:?}; mean slot hold {:?}",
+                        pool.name,
+                        q.queued,
+                        q.served,
+                        q.timeouts,
+                        q.full,
+                        q.waited_p50.unwrap_or_default(),
+                        q.waited_p99.unwrap_or_default(),
+                        q.mean_hold
+                    );
+                }
+            }
             Ok(if failure.is_some() {
                 ExitCode::FAILURE
             } else {

@@ -204,6 +204,19 @@ impl Pool {
             && (self.outlier.is_none() || s.live.outlier.standing(now_ms) != Standing::Out)
     }
 
+    /// Slots of the servers that are usable now (those with a `maxconn`).
+    pub fn slots(&self, now_ms: u64) -> u64 {
+        (0..self.servers.len())
+            .filter(|&i| self.usable(i, now_ms))
+            .map(|i| u64::from(self.servers[i].maxconn))
+            .sum()
+    }
+
+    /// The waiting room's figures, with the estimated wait for a newcomer.
+    pub fn queue_stats(&self, now_ms: u64) -> crate::waiting_room::QueueStats {
+        self.queue.stats_with(self.slots(now_ms))
+    }
+
     /// Whether some server could take a connection now: usable (or, when
     /// every server that is up is ejected, up) with a free slot.
     pub fn has_free_slot(&self, now_ms: u64) -> bool {

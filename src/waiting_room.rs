@@ -55,6 +55,8 @@ pub struct QueueStats {
     pub waited_p50: Option<Duration>,
     pub waited_p99: Option<Duration>,
     pub mean_hold: Duration,
+    /// What a newcomer can expect to wait now (see [`WaitingRoom::estimated_wait`]).
+    pub estimated_wait: Duration,
 }
 
 impl WaitingRoom {
@@ -166,6 +168,14 @@ impl WaitingRoom {
         )
     }
 
+    /// The room's figures, with the estimated wait for `slots` slots.
+    pub fn stats_with(&self, slots: u64) -> QueueStats {
+        QueueStats {
+            estimated_wait: self.estimated_wait(slots),
+            ..self.stats()
+        }
+    }
+
     pub fn stats(&self) -> QueueStats {
         QueueStats {
             len: self.len(),
@@ -176,6 +186,7 @@ impl WaitingRoom {
             waited_p50: self.waited.quantile(0.5),
             waited_p99: self.waited.quantile(0.99),
             mean_hold: self.mean_hold(),
+            estimated_wait: Duration::ZERO,
         }
     }
 }
