@@ -57,7 +57,7 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::balance::test_support::pool;
+    use crate::balance::test_support::{assert_fits, pool, shares};
     use crate::config::BalanceKind;
 
     const CTX: PickCtx = PickCtx {
@@ -91,6 +91,19 @@ mod tests {
             counts[open(&s, &mut lc)] += 1;
         }
         assert_eq!(counts, [300, 100, 100, 100]);
+    }
+
+    #[test]
+    fn held_connections_follow_weight_shares() {
+        let w = [1, 2, 3, 4];
+        let s = pool(BalanceKind::LeastConn, &w);
+        let mut lc = LeastConn::new();
+        let mut counts = [0u64; 4];
+        for _ in 0..10_000 {
+            counts[open(&s, &mut lc)] += 1;
+        }
+        assert_fits(&counts, &shares(&w));
+        assert_eq!(counts, [1_000, 2_000, 3_000, 4_000]);
     }
 
     #[test]

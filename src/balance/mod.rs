@@ -7,12 +7,22 @@
 //! thread, so it keeps its own state without locks. What it may read across
 //! shards is the servers' live state ([`crate::pool::ServerLive`]).
 
+mod first;
 pub mod key;
 mod leastconn;
+mod leasttime;
+mod maglev;
+mod p2c;
+mod random;
 mod roundrobin;
 
+pub use first::First;
 pub use key::client_key;
 pub use leastconn::LeastConn;
+pub use leasttime::LeastTime;
+pub use maglev::Maglev;
+pub use p2c::P2c;
+pub use random::WeightedRandom;
 pub use roundrobin::SmoothWeighted;
 
 use crate::config::BalanceKind;
@@ -48,8 +58,13 @@ pub trait Balancer: Send {
 /// Builds the balancer a pool asks for.
 pub fn for_pool(pool: &Pool) -> Box<dyn Balancer> {
     match pool.balance {
+        BalanceKind::RoundRobin => Box::new(SmoothWeighted::new(pool.servers.len())),
         BalanceKind::LeastConn => Box::new(LeastConn::new()),
-        _ => Box::new(SmoothWeighted::new(pool.servers.len())),
+        BalanceKind::Random => Box::new(WeightedRandom::new(pool)),
+        BalanceKind::P2c => Box::new(P2c::new(pool)),
+        BalanceKind::Source | BalanceKind::Hash => Box::new(Maglev::new(pool)),
+        BalanceKind::First => Box::new(First),
+        BalanceKind::LeastTime => Box::new(LeastTime::new()),
     }
 }
 
@@ -201,5 +216,148 @@ pub(crate) mod test_support {
 
     pub fn pool(balance: BalanceKind, weights: &[u32]) -> Pool {
         Pool::with_servers(balance, servers(weights))
+    }
+
+    /// Shares proportional to `weights`.
+    pub fn shares(weights: &[u32]) -> Vec<f64> {
+        let total: u32 = weights.iter().sum();
+        weights
+            .iter()
+            .map(|&w| f64::from(w) / f64::from(total))
+            .collect()
+    }
+
+    /// The p-value of Pearson's chi-square goodness-of-fit test of
+    /// `observed` counts against `expected` shares (normalized here).
+    /// Categories expected never must be observed never (p = 0 if not);
+    /// the others give the degrees of freedom (their number minus one).
+    pub fn chi_square_p(observed: &[u64], expected: &[f64]) -> f64 {
+        assert_eq!(observed.len(), expected.len());
+        let n: u64 = observed.iter().sum();
+        let total: f64 = expected.iter().sum();
+        let mut stat = 0.0;
+        let mut categories = 0;
+        for (&o, &share) in observed.iter().zip(expected) {
+            if share == 0.0 {
+                if o > 0 {
+                    return 0.0;
+                }
+                continue;
+            }
+            let e = n as f64 * share / total;
+            stat += (o as f64 - e).powi(2) / e;
+            categories += 1;
+        }
+        if categories < 2 {
+            return 1.0;
+        }
+        gamma_q(f64::from(categories - 1) / 2.0, stat / 2.0)
+    }
+
+    /// The significance every distribution test uses.
+    pub const ALPHA: f64 = 0.001;
+
+    /// Fails unless `observed` fits `expected` shares at [`ALPHA`].
+    pub fn assert_fits(observed: &[u64], expected: &[f64]) {
+        let p = chi_square_p(observed, expected);
+        assert!(
+            p > ALPHA,
+            "p = {p:.2e}: counts {observed:?} do not fit shares {expected:?}"
+        );
+    }
+
+    /// ln Γ(x) for x > 0 (Lanczos, g = 7, 9 terms: ~15 digits).
+    fn ln_gamma(x: f64) -> f64 {
+        const G: [f64; 9] = [
+            0.999_999_999_999_809_9,
+            676.520_368_121_885_1,
+            -1_259.139_216_722_402_8,
+            771.323_428_777_653_1,
+            -176.615_029_162_140_6,
+            12.507_343_278_686_905,
+            -0.138_571_095_265_720_12,
+            9.984_369_578_019_572e-6,
+            1.505_632_735_149_311_6e-7,
+        ];
+        if x < 0.5 {
+            // Reflection: Γ(x) Γ(1 - x) = π / sin(πx).
+            let pi = std::f64::consts::PI;
+            return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+        }
+        let x = x - 1.0;
+        let t = x + 7.5;
+        let sum = G[1..]
+            .iter()
+            .enumerate()
+            .fold(G[0], |acc, (i, &g)| acc + g / (x + i as f64 + 1.0));
+        0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
+    }
+
+    /// The regularized upper incomplete gamma function Q(a, x) = 1 - P(a, x):
+    /// its series for x < a + 1, its continued fraction (modified Lentz)
+    /// beyond, as in Numerical Recipes' `gammq`.
+    pub fn gamma_q(a: f64, x: f64) -> f64 {
+        assert!(a > 0.0 && x >= 0.0);
+        if x == 0.0 {
+            return 1.0;
+        }
+        let front = (-x + a * x.ln() - ln_gamma(a)).exp();
+        if x < a + 1.0 {
+            let (mut term, mut sum, mut ap) = (1.0 / a, 1.0 / a, a);
+            for _ in 0..10_000 {
+                ap += 1.0;
+                term *= x / ap;
+                sum += term;
+                if term.abs() < sum.abs() * 1e-15 {
+                    break;
+                }
+            }
+            return (1.0 - sum * front).max(0.0);
+        }
+        let tiny = 1e-300;
+        let mut b = x + 1.0 - a;
+        let mut c = 1.0 / tiny;
+        let mut d = 1.0 / b;
+        let mut h = d;
+        for i in 1..10_000 {
+            let an = -(i as f64) * (i as f64 - a);
+            b += 2.0;
+            d = an * d + b;
+            if d.abs() < tiny {
+                d = tiny;
+            }
+            c = b + an / c;
+            if c.abs() < tiny {
+                c = tiny;
+            }
+            d = 1.0 / d;
+            let step = d * c;
+            h *= step;
+            if (step - 1.0).abs() < 1e-15 {
+                break;
+            }
+        }
+        front * h
+    }
+
+    #[test]
+    fn chi_square_matches_published_quantiles() {
+        // (degrees of freedom, statistic, upper-tail p) from standard tables.
+        for (df, x, p) in [
+            (1.0, 3.841_459, 0.05),
+            (3.0, 7.814_728, 0.05),
+            (3.0, 16.266_236, 0.001),
+            (9.0, 21.665_994, 0.01),
+            (15.0, 37.697_298, 0.001),
+            (99.0, 148.230_455, 0.001),
+            (2.0, 0.0, 1.0),
+        ] {
+            let q = gamma_q(df / 2.0, x / 2.0);
+            assert!((q - p).abs() < 1e-4 * p, "df {df} x {x}: {q} != {p}");
+        }
+        // Exact fit, and a clear misfit.
+        assert_eq!(chi_square_p(&[100, 200], &[1.0, 2.0]), 1.0);
+        assert!(chi_square_p(&[150, 150], &[1.0, 2.0]) < 1e-6);
+        assert_eq!(chi_square_p(&[1, 299], &[0.0, 1.0]), 0.0);
     }
 }

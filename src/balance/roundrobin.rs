@@ -55,7 +55,7 @@ impl Balancer for SmoothWeighted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::test_support::pool;
+    use crate::balance::test_support::{assert_fits, pool, shares};
     use crate::config::BalanceKind;
 
     const CTX: PickCtx = PickCtx {
@@ -92,6 +92,18 @@ mod tests {
                 assert_eq!(n, wi as usize, "server {i} in window {window:?}");
             }
         }
+    }
+
+    #[test]
+    fn picks_follow_weight_shares() {
+        let w = [1, 2, 3, 4];
+        let p = pool(BalanceKind::RoundRobin, &w);
+        let mut rr = SmoothWeighted::new(p.servers.len());
+        let mut counts = [0u64; 4];
+        for _ in 0..10_001 {
+            counts[rr.pick(&p, &|_| true, &CTX).unwrap()] += 1;
+        }
+        assert_fits(&counts, &shares(&w));
     }
 
     #[test]
