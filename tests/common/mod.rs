@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod netns;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -38,6 +39,9 @@ pub enum Behaviour {
     /// Reads one line, appends it to the backend's `log`, sends it back,
     /// then holds the connection until the client closes it.
     Record,
+    /// Reads one byte, waits this many milliseconds, writes its id byte,
+    /// then holds the connection until the client closes it.
+    SlowId(u8, u64),
 }
 
 /// The byte at offset `i` of a `Blast` stream.
@@ -181,6 +185,14 @@ fn serve(
             let line = String::from_utf8_lossy(&line).into_owned();
             log.lock().unwrap().push(line.clone());
             s.write_all(format!("{line}\n").as_bytes())?;
+            while s.read(&mut buf)? > 0 {}
+            Ok(())
+        }
+        Behaviour::SlowId(id, ms) => {
+            let mut one = [0u8; 1];
+            s.read_exact(&mut one)?;
+            thread::sleep(Duration::from_millis(ms));
+            s.write_all(&[id])?;
             while s.read(&mut buf)? > 0 {}
             Ok(())
         }
