@@ -256,3 +256,28 @@ fn backups_take_over_when_every_primary_is_gone_and_give_back() {
         assert_drained(&rt);
     }
 }
+
+/// Backups replace primaries that are gone, not primaries that are full:
+/// a client beyond the primaries' maxconn waits for them.
+#[test]
+fn full_primaries_queue_rather_than_spill_to_backups() {
+    let backends = id_backends(2);
+    let mut cfg = pool_config(
+        &[backends[0].addr, backends[1].addr],
+        BalanceKind::RoundRobin,
+    );
+    cfg.pools[0].servers[0].maxconn = 1;
+    cfg.pools[0].servers[1].backup = true;
+    let (rt, addr) = start(&cfg);
+    let mut holder = TcpStream::connect(addr).unwrap();
+    assert_eq!(id_of(&mut holder), b'a');
+    let waiter = thread::spawn(move || visit(addr));
+    assert!(wait_until(Duration::from_secs(2), || rt
+        .counters()
+        .queue_len
+        == 1));
+    drop(holder);
+    assert_eq!(waiter.join().unwrap(), b'a');
+    assert_eq!(backends[1].accepted.load(Ordering::SeqCst), 0);
+    assert_drained(&rt);
+}

@@ -96,7 +96,9 @@ fn untried(tried: u64, i: usize) -> bool {
 ///   the entry points to the new server.
 /// - Primaries come first; backups only when no usable primary remains
 ///   untried (the first usable backup, or all of them with `allbackups`).
-///   When every server was tried, any usable server may be picked again.
+///   A primary that is only full keeps its clients (they queue): backups
+///   stand in for servers that are gone, not for capacity. When every
+///   server was tried, any usable server may be picked again.
 /// - An ejected server is skipped; one whose ejection is over is picked
 ///   only by the pick that claims its trial connection. When every server
 ///   that is up is ejected, ejection is ignored (never leave a pool empty).
@@ -123,7 +125,16 @@ pub fn choose(
             serving(i)
         }
     };
+    // Backups stand in for primaries that are gone, not for primaries that
+    // are full: while a primary is usable, its clients queue for it.
+    let primary = |i: usize, fresh: bool| {
+        !pool.servers[i].backup && usable(i) && (!fresh || untried(tried, i))
+    };
+    let primaries_left = |fresh: bool| (0..n).any(|i| primary(i, fresh));
     for (backup, fresh) in [(false, true), (true, true), (false, false), (true, false)] {
+        if backup && primaries_left(fresh) {
+            continue;
+        }
         let candidate = |i: usize| {
             let s = &pool.servers[i];
             s.backup == backup && usable(i) && (!fresh || untried(tried, i)) && s.has_room()
