@@ -6,6 +6,9 @@
 # after the other.
 #   perf/ab-counts.sh NEW_BINARY BASE_BINARY [ka|close] [REQUESTS]
 # e.g. perf/ab-counts.sh target/release/ringlb "$(scripts/build-rev.sh HEAD~1)" close 5000
+# BALANCE_NEW / BALANCE_BASE set each side's algorithm (default leastconn),
+# so one binary can be compared with itself across algorithms:
+#   BALANCE_NEW=p2c BALANCE_BASE=roundrobin perf/ab-counts.sh target/release/ringlb target/release/ringlb close 5000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 new=$(realpath "$1"); base=$(realpath "$2"); mode=${3:-ka}; n=${4:-20000}
@@ -17,7 +20,8 @@ bench=target/release/ringlb-bench
 out=$(mktemp -d /tmp/ringlb-ab.XXXXXX)
 pids=()
 trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
-cat >"$out/lb.toml" <<CONF
+config() {
+cat >"$out/lb-$1.toml" <<CONF
 [runtime]
 shards = 1
 [timeouts]
@@ -29,9 +33,12 @@ bind = "127.0.0.1:18600"
 pool = "web"
 [[pool]]
 name = "web"
-balance = "leastconn"
+balance = "$2"
 servers = [{ name = "a", addr = "127.0.0.1:18601" }, { name = "b", addr = "127.0.0.1:18602" }]
 CONF
+}
+config new "${BALANCE_NEW:-leastconn}"
+config base "${BALANCE_BASE:-leastconn}"
 for port in 18601 18602; do
   "$bench" serve http --listen "127.0.0.1:$port" >/dev/null 2>&1 & pids+=($!)
 done
@@ -42,7 +49,7 @@ load() { "$bench" -t1 -c16 "${extra[@]}" --timeout 20s -n "$1" http://127.0.0.1:
 echo "io_uring operations per request ($mode, $n requests):"
 for label in new base; do
   bin=$new; [ $label = base ] && bin=$base
-  "$bin" run --config "$out/lb.toml" --log-level warn & lb=$!; pids+=($lb)
+  "$bin" run --config "$out/lb-$label.toml" --log-level warn & lb=$!; pids+=($lb)
   wait_port; load 2000
   perf stat -x, -o "$out/stat" -e io_uring:io_uring_submit_req,io_uring:io_uring_complete,io_uring:io_uring_poll_arm,syscalls:sys_enter_io_uring_enter -p "$lb" & ps=$!
   sleep 0.3; load "$n"; kill -INT "$ps"; wait "$ps" || true
@@ -53,7 +60,7 @@ done
 echo "user-space instructions per request ($mode, callgrind):"
 for label in new base; do
   bin=$new; [ $label = base ] && bin=$base
-  valgrind --tool=callgrind --callgrind-out-file="$out/cg-$label" "$bin" run --config "$out/lb.toml" --log-level warn 2>"$out/vg-$label.log" & lb=$!; pids+=($lb)
+  valgrind --tool=callgrind --callgrind-out-file="$out/cg-$label" "$bin" run --config "$out/lb-$label.toml" --log-level warn 2>"$out/vg-$label.log" & lb=$!; pids+=($lb)
   wait_port; sleep 1; load 2000; sleep 0.5
   callgrind_control -z "$lb" >/dev/null 2>&1
   load "$n"; sleep 0.5

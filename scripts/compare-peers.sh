@@ -8,6 +8,9 @@
 # (and writes them to FILE as Markdown when --out is given) and leaves each
 # balancer's keep-alive JSON in DIR for `ringlb-bench plot`. --base REV also
 # runs ringlb built at REV (e.g. HEAD~1) as "ringlb@base", in the same run.
+# --only haproxy,ringlb+roundrobin,ringlb+p2c,ringlb+source,ringlb+leasttime
+# runs one ringlb per balancing algorithm ("ringlb+ALG"; plain "ringlb" uses
+# leastconn), to compare the algorithms' cost per request in the same run.
 # See `python3 scripts/compare_peers.py --help` for every option.
 set -euo pipefail
 cd "$(dirname "$0")/.."

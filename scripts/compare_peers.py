@@ -180,7 +180,7 @@ stream {{
         kids = children(master.pid)
         return kids[0] if kids else master.pid
 
-    def start_ringlb(self, forward, ports, extra="", binary=None):
+    def start_ringlb(self, forward, ports, extra="", binary=None, balance="leastconn"):
         http, bulk, redis = ports
         servers = ", ".join(f'{{ name = "b{p}", addr = "127.0.0.1:{p}" }}' for p in BACKENDS)
         conf = self.write(f"ringlb-{http}.toml", f"""
@@ -211,7 +211,7 @@ pool = "redis"
 
 [[pool]]
 name = "web"
-balance = "leastconn"
+balance = "{balance}"
 servers = [{servers}]
 
 [[pool]]
@@ -522,7 +522,7 @@ def main():
     ap.add_argument("--backends", type=int, default=2, help="HTTP backend processes (1 makes the backend the bottleneck)")
     ap.add_argument("--forward", default="auto", help="ringlb forwarding mode")
     ap.add_argument("--only", default="direct,haproxy,nginx,ringlb",
-                    help="comma-separated: direct, haproxy, nginx, ringlb, ringlb:MODE (another ringlb instance in that forwarding mode)")
+                    help="comma-separated: direct, haproxy, nginx, ringlb, ringlb:MODE (another ringlb instance in that forwarding mode), ringlb+ALG (another instance balancing with ALG)")
     ap.add_argument("--tests", default="ka,close,open,bulk,idle,idlecpu",
                     help="which of ka,close,open,bulk,idle,idlecpu,redis to run")
     ap.add_argument("--out", help="write the Markdown table here")
@@ -553,12 +553,14 @@ def main():
                 # "ringlb" uses --forward; "ringlb:MODE" runs another instance in MODE.
                 # "ringlb:MODE:KEY=VALUE" also sets a [runtime] key (e.g. pipe_size=64k).
                 # "ringlb@base" runs the --ringlb-base binary.
+                # "ringlb+ALG" balances the web pool with ALG (default leastconn).
                 binary = os.path.abspath(args.ringlb_base) if n == "ringlb@base" else None
-                parts = n.split("@")[0].split(":")
+                n_base, _, balance = n.partition("+")
+                parts = n_base.split("@")[0].split(":")
                 mode = parts[1] if len(parts) > 1 else args.forward
                 extra = "\n".join(f'{k} = "{v}"' for k, v in (p.split("=", 1) for p in parts[2:]))
                 PORTS[n] = (18093 + i, 18193 + i, 18293 + i) if n != "ringlb" else PORTS["ringlb"]
-                pids[n] = lab.start_ringlb(mode, PORTS[n], extra, binary)
+                pids[n] = lab.start_ringlb(mode, PORTS[n], extra, binary, balance or "leastconn")
             for rnd in range(args.rounds):
                 for n in names:
                     print(f"round {rnd + 1}/{args.rounds}: {n}", file=sys.stderr, flush=True)

@@ -47,7 +47,10 @@ impl Shard {
     /// Runs the shard until it is told to stop (`Ok`), or until its ring
     /// fails (`Err`, after closing what it holds; see the module doc).
     pub fn run(mut self) -> Result<(), ShardError> {
-        match self.run_loop() {
+        let result = self.run_loop();
+        // No more hand-offs to this ring: its fd closes with the shard.
+        self.mesh.set_ring_fd(self.id, -1);
+        match result {
             Ok(()) => {
                 self.stop_cleanly();
                 Ok(())
