@@ -71,6 +71,10 @@ pub enum ServeError {
 pub struct Counters {
     pub requests: AtomicU64,
     pub connections: AtomicU64,
+    /// Connections open now, and the most open at once (counted out when
+    /// the server starts closing one, before its FIN can leave).
+    pub open: AtomicU64,
+    pub peak: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
 }
@@ -80,6 +84,7 @@ pub struct Counters {
 pub struct CounterSnapshot {
     pub requests: u64,
     pub connections: u64,
+    pub peak_connections: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -88,8 +93,8 @@ impl std::fmt::Display for CounterSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "requests={} connections={} bytes_in={} bytes_out={}",
-            self.requests, self.connections, self.bytes_in, self.bytes_out
+            "requests={} connections={} peak_connections={} bytes_in={} bytes_out={}",
+            self.requests, self.connections, self.peak_connections, self.bytes_in, self.bytes_out
         )
     }
 }
@@ -99,6 +104,7 @@ impl Counters {
         CounterSnapshot {
             requests: self.requests.load(Ordering::Relaxed),
             connections: self.connections.load(Ordering::Relaxed),
+            peak_connections: self.peak.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
         }

@@ -206,7 +206,10 @@ impl Server {
             }
             let sock = Socket::from(fd);
             let _ = sock.set_tcp_nodelay(true);
-            self.sh.counters.connections.fetch_add(1, Ordering::Relaxed);
+            let counters = &self.sh.counters;
+            counters.connections.fetch_add(1, Ordering::Relaxed);
+            let open = counters.open.fetch_add(1, Ordering::Relaxed) + 1;
+            counters.peak.fetch_max(open, Ordering::Relaxed);
             let buf_size = match self.sh.cfg.mode {
                 Mode::Sink { chunk } => chunk.max(1),
                 Mode::Source { .. } => 1,
@@ -396,9 +399,11 @@ impl Server {
     /// Starts closing a connection: interrupts its operations, frees it once
     /// they have completed.
     fn close(&mut self, slot: usize) -> io::Result<()> {
-        let c = self.conn(slot);
+        let counters = &self.sh.counters;
+        let c = self.conns[slot].as_deref_mut().expect("a live connection");
         if !c.closing {
             c.closing = true;
+            counters.open.fetch_sub(1, Ordering::Relaxed);
             if c.inflight > 0 {
                 let _ = c.sock.shutdown(Shutdown::Both);
                 if c.timer_pending {
