@@ -13,7 +13,7 @@ use io_uring::types::Fd;
 
 use super::buffers::GROUP;
 use super::direction::{Action, Ctx, Event, Spliced};
-use super::pair::{PairState, UP};
+use super::pair::{PairState, Ttfb, UP};
 use super::token::{Op, Tag};
 use super::Shard;
 
@@ -290,7 +290,18 @@ impl Shard {
     /// buffers; called by the loop between handlers.
     /// Records progress on a side of the pair, and the server's time to
     /// first byte when that completes it (`leasttime_observe = "ttfb"`).
+    #[inline]
     fn progress(&mut self, slot: usize, d: usize, read: bool) {
+        let p = &mut self.pairs[slot];
+        if p.ttfb == Ttfb::Off {
+            p.touch(d, read, self.now);
+        } else {
+            self.progress_timed(slot, d, read);
+        }
+    }
+
+    #[cold]
+    fn progress_timed(&mut self, slot: usize, d: usize, read: bool) {
         let p = &mut self.pairs[slot];
         if let Some(ttfb) = p.progress(d, read, self.now) {
             if let Some(si) = p.server_index {

@@ -147,6 +147,8 @@ pub struct Shard {
     queues: Vec<VecDeque<(u32, u32)>>,
     /// Per pool, a slot may be free for a waiter: the loop dispatches.
     queue_dirty: Vec<bool>,
+    /// Some entry of `queue_dirty` is set (checked after every handler).
+    queue_any_dirty: bool,
     queue_poll: Option<TimerKey>,
     mesh: Arc<Mesh>,
     budget: Arc<ConnBudget>,
@@ -235,6 +237,7 @@ impl Shard {
                 waiting: VecDeque::new(),
                 queues: vec![VecDeque::new(); pools],
                 queue_dirty: vec![false; pools],
+                queue_any_dirty: false,
                 queue_poll: None,
                 mesh: spec.mesh,
                 budget: spec.budget,

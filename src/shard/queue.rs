@@ -93,7 +93,7 @@ impl Shard {
         self.arm_queue_poll();
         // Joined, then look: see the module doc.
         fence(Ordering::SeqCst);
-        self.queue_dirty[pool_i] = true;
+        self.mark_queue_dirty(pool_i);
     }
 
     /// Drops entries of pairs that left the queue from the front.
@@ -124,13 +124,27 @@ impl Shard {
         // Freed, then look: see the module doc.
         fence(Ordering::SeqCst);
         if !self.pools.pools[pool_i].queue.is_empty() {
-            self.queue_dirty[pool_i] = true;
+            self.mark_queue_dirty(pool_i);
         }
+    }
+
+    /// Asks the loop to look for a waiter of `pool_i` to serve.
+    fn mark_queue_dirty(&mut self, pool_i: usize) {
+        self.queue_dirty[pool_i] = true;
+        self.queue_any_dirty = true;
     }
 
     /// Runs the dispatches handlers asked for (from the loop, between
     /// handlers).
+    #[inline]
     pub(super) fn run_queue_dispatch(&mut self) {
+        if std::mem::take(&mut self.queue_any_dirty) {
+            self.dispatch_dirty();
+        }
+    }
+
+    #[cold]
+    fn dispatch_dirty(&mut self) {
         for pool_i in 0..self.queue_dirty.len() {
             if std::mem::take(&mut self.queue_dirty[pool_i]) {
                 self.dispatch_queue(pool_i);
@@ -199,7 +213,7 @@ impl Shard {
                 self.serve_queued(pool_i);
                 // More room, or the slot this claim was for went unused
                 // here: the next waiter (on any shard) may take it.
-                self.queue_dirty[pool_i] = true;
+                self.mark_queue_dirty(pool_i);
             }
         }
     }
@@ -307,7 +321,7 @@ impl Shard {
             self.prune_queue(pool_i);
             if !self.queues[pool_i].is_empty() {
                 waiting = true;
-                self.queue_dirty[pool_i] = true;
+                self.mark_queue_dirty(pool_i);
             }
         }
         if waiting {
