@@ -18,6 +18,9 @@
 //!
 //! Prints the machine and Markdown tables of medians of `REPS` runs.
 
+#[path = "common/machine.rs"]
+mod machine;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -63,12 +66,12 @@ fn pool(kind: BalanceKind, n: usize) -> Pool {
         })
         .collect();
     let mut p = Pool::with_servers(kind, servers);
-    p.table_size = table_size(n);
+    p.policy.table_size = table_size(n);
     for (i, s) in p.servers.iter().enumerate() {
         let us = 100 + (i as u64 * 7919) % 1_000;
         s.live
             .latency
-            .observe(Duration::from_micros(us), NOW_MS, p.ewma_window);
+            .observe(Duration::from_micros(us), NOW_MS, p.policy.ewma_window);
     }
     p
 }
@@ -175,30 +178,10 @@ fn peer_addr_ns() -> f64 {
     median(samples)
 }
 
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::process::Command::new("uname")
-        .arg("-sr")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown kernel".into());
-    format!("{cpus} CPUs ({model}), {kernel}")
-}
-
 fn main() {
     let mut rng = StdRng::seed_from_u64(1);
     let keys: Vec<u64> = (0..KEYS).map(|_| rng.random()).collect();
-    println!("Machine: {}", machine());
+    println!("Machine: {}", machine::machine());
     println!(
         "One pick through balance::choose (slot reserved and released), a new key \
          each pick; medians of {REPS} runs."

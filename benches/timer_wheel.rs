@@ -14,6 +14,9 @@
 //!
 //! Prints the machine and a Markdown table of medians of `REPS` runs.
 
+#[path = "common/machine.rs"]
+mod machine;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -171,30 +174,10 @@ fn num(x: f64) -> String {
     s
 }
 
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::process::Command::new("uname")
-        .arg("-sr")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown kernel".into());
-    format!("{cpus} CPUs ({model}), {kernel}")
-}
-
 fn main() {
     let origin = Instant::now();
     let ticks: Vec<Instant> = (0..=END_TICKS).map(|k| origin + TICK * k as u32).collect();
-    println!("Machine: {}", machine());
+    println!("Machine: {}", machine::machine());
     println!(
         "Timers: deadlines uniform in 30-60 s, 1 ms tick; medians of {REPS} runs; \
          idle window: the first {} s.",

@@ -240,8 +240,8 @@ mod tests {
         assert_eq!(c.listeners.len(), 1);
         assert_eq!(c.listeners[0].name, "quick");
         assert_eq!(c.pools[0].name, "quick");
-        assert_eq!(c.pools[0].balance, BalanceKind::LeastConn);
-        assert_eq!(c.pools[0].retries, 5);
+        assert_eq!(c.pools[0].policy.balance, BalanceKind::LeastConn);
+        assert_eq!(c.pools[0].policy.retries, 5);
         let servers: Vec<(&str, u32)> = c.pools[0]
             .servers
             .iter()

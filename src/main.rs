@@ -80,7 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     l.name,
                     l.addr,
                     pool.name,
-                    pool.balance.as_str(),
+                    pool.policy.balance.as_str(),
                     pool.servers.len(),
                     runtime.shards(),
                     config.runtime.forward,

@@ -6,14 +6,11 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use socket2::SockAddr;
 
-use crate::config::{
-    BalanceKind, Config, HashKey, LeastTimeObserve, OutlierConfig, PoolConfig, StickConfig,
-};
+use crate::config::{BalanceKind, Config, PoolConfig, PoolPolicy};
 use crate::outlier::{ramp_permille, Outlier, Standing};
 use crate::peak_ewma::PeakEwma;
 use crate::stick::StickTable;
@@ -116,22 +113,13 @@ impl Server {
     }
 }
 
-/// A pool of servers, its algorithm and its policies.
+/// A pool of servers, its policy, and the state it shares between shards.
 #[derive(Debug)]
 pub struct Pool {
     pub name: String,
-    pub balance: BalanceKind,
-    pub retries: u32,
-    pub table_size: u32,
-    pub hash_key: HashKey,
-    pub leasttime_observe: LeastTimeObserve,
-    pub ewma_window: Duration,
-    pub allbackups: bool,
-    pub maxqueue: u32,
-    pub outlier: Option<OutlierConfig>,
+    pub policy: PoolPolicy,
     /// Slow start, in milliseconds (0: none).
     pub slowstart_ms: u64,
-    pub stick_config: Option<StickConfig>,
     pub servers: Vec<Server>,
     pub stick: Option<StickTable>,
     pub queue: WaitingRoom,
@@ -141,23 +129,14 @@ impl Pool {
     pub fn from_config(p: &PoolConfig, shards: usize) -> Pool {
         Pool {
             name: p.name.clone(),
-            balance: p.balance,
-            retries: p.retries,
-            table_size: p.table_size,
-            hash_key: p.hash_key,
-            leasttime_observe: p.leasttime_observe,
-            ewma_window: p.ewma_window,
-            allbackups: p.allbackups,
-            maxqueue: p.maxqueue,
-            outlier: p.outlier,
-            slowstart_ms: p.slowstart.map_or(0, crate::clock::ms),
-            stick_config: p.stick,
+            policy: p.policy.clone(),
+            slowstart_ms: p.policy.slowstart.map_or(0, crate::clock::ms),
             servers: p
                 .servers
                 .iter()
                 .map(|s| Server::new(&s.name, s.addr, s.weight, s.backup, s.maxconn))
                 .collect(),
-            stick: p.stick.map(|c| StickTable::new(c.size, c.expire)),
+            stick: p.policy.stick.map(|c| StickTable::new(c.size, c.expire)),
             queue: WaitingRoom::new(shards),
         }
     }
@@ -171,7 +150,7 @@ impl Pool {
 
     /// Whether picks need the client's address.
     pub fn needs_client_addr(&self) -> bool {
-        self.balance.hashes() || self.stick.is_some()
+        self.policy.balance.hashes() || self.stick.is_some()
     }
 
     /// Server `i`'s weight at `now_ms`, in thousandths: its configured
@@ -201,7 +180,7 @@ impl Pool {
         let s = &self.servers[i];
         s.weight > 0
             && s.live.is_up()
-            && (self.outlier.is_none() || s.live.outlier.standing(now_ms) != Standing::Out)
+            && (self.policy.outlier.is_none() || s.live.outlier.standing(now_ms) != Standing::Out)
     }
 
     /// Slots of the servers that are usable now (those with a `maxconn`).

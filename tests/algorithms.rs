@@ -64,7 +64,7 @@ fn leasttime_counts(
 ) -> (Vec<usize>, Vec<f64>) {
     let s: Vec<_> = servers.iter().map(|&a| (a, 1)).collect();
     let mut cfg = config(&s, BalanceKind::LeastTime, 2, ForwardMode::Copy);
-    cfg.pools[0].leasttime_observe = observe;
+    cfg.pools[0].policy.leasttime_observe = observe;
     let (rt, addr) = start(&cfg);
     let mut counts = vec![0; servers.len()];
     for _ in 0..n {
@@ -78,7 +78,13 @@ fn leasttime_counts(
     let latency = pool
         .servers
         .iter()
-        .map(|s| s.live.latency.micros(now, pool.ewma_window).unwrap_or(0.0) / 1000.0)
+        .map(|s| {
+            s.live
+                .latency
+                .micros(now, pool.policy.ewma_window)
+                .unwrap_or(0.0)
+                / 1000.0
+        })
         .collect();
     (counts, latency)
 }
@@ -195,7 +201,7 @@ fn hash_on_source_and_port_spreads_one_address() {
         .collect();
     let servers: Vec<_> = backends.iter().map(|b| (b.addr, 1)).collect();
     let mut cfg = config(&servers, BalanceKind::Hash, 2, ForwardMode::Copy);
-    cfg.pools[0].hash_key = ringlb::config::HashKey::SrcPort;
+    cfg.pools[0].policy.hash_key = ringlb::config::HashKey::SrcPort;
     let (rt, addr) = start(&cfg);
     let mut seen: Vec<u8> = (0..30).map(|_| open(addr).1).collect();
     seen.sort();
@@ -203,7 +209,7 @@ fn hash_on_source_and_port_spreads_one_address() {
     assert_eq!(seen, b"abc");
     drop(rt);
     // Keyed on the address alone, one source always reaches one server.
-    cfg.pools[0].hash_key = ringlb::config::HashKey::Src;
+    cfg.pools[0].policy.hash_key = ringlb::config::HashKey::Src;
     let (_rt, addr) = start(&cfg);
     let first = id_of(&mut connect_from("127.0.0.9", addr));
     for _ in 0..10 {

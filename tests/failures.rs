@@ -151,7 +151,7 @@ fn connect_timeout_is_bounded_and_redispatches() {
         ForwardMode::Copy,
     );
     cfg.timeouts.connect = Duration::from_millis(300);
-    cfg.pools[0].retries = 0;
+    cfg.pools[0].policy.retries = 0;
     let (rt, addr) = start(&cfg);
     let t = Instant::now();
     let mut s = TcpStream::connect(addr).unwrap();

@@ -177,7 +177,7 @@ fn bytes_sent_while_queued_arrive_intact() {
 fn maxqueue_rejects_and_the_queue_timeout_closes_on_time() {
     let server = Backend::start(Behaviour::Record);
     let mut cfg = limited(&[&server], 1, 2);
-    cfg.pools[0].maxqueue = 2;
+    cfg.pools[0].policy.maxqueue = 2;
     cfg.timeouts.queue = Duration::from_millis(400);
     let (rt, addr) = start(&cfg);
     // One connection that came and went: the room knows how long a slot is held.

@@ -66,7 +66,7 @@ fn a_failing_server_is_ejected_for_doubling_times_then_returns_after_one_trial()
     let live = id_backends(2);
     let dead = dead_addr();
     let mut cfg = pool_config(&[live[0].addr, live[1].addr, dead], BalanceKind::RoundRobin);
-    cfg.pools[0].outlier = Some(OutlierConfig {
+    cfg.pools[0].policy.outlier = Some(OutlierConfig {
         consecutive_failures: 3,
         ejection: Duration::from_millis(400),
         max_ejection: Duration::from_millis(1000),
@@ -127,8 +127,8 @@ fn a_failing_server_is_ejected_for_doubling_times_then_returns_after_one_trial()
 fn the_last_usable_server_is_never_ejected() {
     let (d1, d2) = (dead_addr(), dead_addr());
     let mut cfg = pool_config(&[d1, d2], BalanceKind::RoundRobin);
-    cfg.pools[0].retries = 0;
-    cfg.pools[0].outlier = Some(OutlierConfig {
+    cfg.pools[0].policy.retries = 0;
+    cfg.pools[0].policy.outlier = Some(OutlierConfig {
         consecutive_failures: 2,
         ejection: Duration::from_secs(30),
         max_ejection: Duration::from_secs(60),
@@ -159,7 +159,7 @@ fn slow_start_ramps_a_returning_server_from_a_tenth_to_full() {
         &[backends[0].addr, backends[1].addr],
         BalanceKind::RoundRobin,
     );
-    cfg.pools[0].slowstart = Some(Duration::from_secs(3));
+    cfg.pools[0].policy.slowstart = Some(Duration::from_secs(3));
     let (rt, addr) = start(&cfg);
     let pool = &rt.pools().pools[0];
     let returned = Instant::now();
@@ -186,7 +186,7 @@ fn a_sticky_client_keeps_its_server_until_expiry_or_failure() {
     let backends = id_backends(3);
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     let mut cfg = pool_config(&addrs, BalanceKind::RoundRobin);
-    cfg.pools[0].stick = Some(StickConfig {
+    cfg.pools[0].policy.stick = Some(StickConfig {
         expire: Duration::from_secs(1),
         size: 64,
     });
@@ -236,7 +236,7 @@ fn backups_take_over_when_every_primary_is_gone_and_give_back() {
         let mut cfg = pool_config(&addrs, BalanceKind::RoundRobin);
         cfg.pools[0].servers[2].backup = true;
         cfg.pools[0].servers[3].backup = true;
-        cfg.pools[0].allbackups = all;
+        cfg.pools[0].policy.allbackups = all;
         let (rt, addr) = start(&cfg);
         let pool = &rt.pools().pools[0];
         let seen = |n| {

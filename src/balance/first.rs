@@ -28,15 +28,9 @@ impl Balancer for First {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::test_support::{assert_fits, servers};
+    use crate::balance::test_support::{assert_fits, servers, CTX};
     use crate::config::BalanceKind;
     use crate::pool::Server;
-
-    const CTX: PickCtx = PickCtx {
-        now_ms: 1,
-        key: 0,
-        backup: false,
-    };
 
     /// Servers of weight 1 with these `maxconn`.
     fn limited(maxconn: &[u32]) -> Pool {

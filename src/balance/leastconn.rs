@@ -57,14 +57,8 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::balance::test_support::{assert_fits, pool, shares};
+    use crate::balance::test_support::{assert_fits, pool, shares, CTX};
     use crate::config::BalanceKind;
-
-    const CTX: PickCtx = PickCtx {
-        now_ms: 1,
-        key: 0,
-        backup: false,
-    };
 
     fn open(s: &Pool, lc: &mut LeastConn) -> usize {
         let i = lc.pick(s, &|_| true, &CTX).unwrap();

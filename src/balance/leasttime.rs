@@ -3,7 +3,7 @@
 //!
 //! `latency` is the server's peak-EWMA latency (connect time or time to
 //! first byte, per `leasttime_observe`) read at the pick's time through
-//! `live.latency.micros(now_ms, pool.ewma_window)`: it jumps up at once on
+//! `live.latency.micros(now_ms, pool.policy.ewma_window)`: it jumps up at once on
 //! a slow sample and decays toward zero while the server gets no samples,
 //! so a server avoided for being slow is tried again after a few windows,
 //! and its next sample says whether it still is. `active` is the open
@@ -77,7 +77,7 @@ impl Balancer for LeastTime {
             }
             let live = &pool.servers[i].live;
             let load = (live.active() + 1) as f64;
-            let latency = live.latency.micros(ctx.now_ms, pool.ewma_window);
+            let latency = live.latency.micros(ctx.now_ms, pool.policy.ewma_window);
             let score = Score {
                 sampled: latency.is_some(),
                 cost: load * latency.map_or(1.0, |l| l.max(FLOOR_MICROS)),
@@ -118,7 +118,7 @@ mod tests {
             if let Some(us) = us {
                 s.live
                     .latency
-                    .observe(Duration::from_micros(us), 1, p.ewma_window);
+                    .observe(Duration::from_micros(us), 1, p.policy.ewma_window);
             }
         }
         p
@@ -197,8 +197,8 @@ mod tests {
     #[test]
     fn a_slow_server_is_tried_again_once_its_average_decays() {
         let mut p = pool(BalanceKind::LeastTime, &[1, 1, 1]);
-        p.ewma_window = Duration::from_secs(1);
-        let w = p.ewma_window;
+        p.policy.ewma_window = Duration::from_secs(1);
+        let w = p.policy.ewma_window;
         let l = |i: usize| &p.servers[i].live.latency;
         l(0).observe(Duration::from_micros(200), 1, w);
         l(1).observe(Duration::from_millis(20), 1, w);

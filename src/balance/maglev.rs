@@ -1,7 +1,7 @@
 //! Maglev consistent hashing (Eisenbud et al., NSDI 2016) with bounded
 //! loads, for `balance = "source"` and `"hash"`.
 //!
-//! **The table.** `M = pool.table_size` entries (a prime), each naming a
+//! **The table.** `M = pool.policy.table_size` entries (a prime), each naming a
 //! server. Each server with a weight above zero has a permutation of the
 //! entries given by two fixed hashes of its identity (`name`, a zero byte,
 //! `addr` as text) under two different prefixes: `offset = h1 % M`,
@@ -160,9 +160,9 @@ pub struct Maglev {
 }
 
 impl Maglev {
-    /// The tables of `pool` (`pool.table_size` entries each).
+    /// The tables of `pool` (`pool.policy.table_size` entries each).
     pub fn new(pool: &Pool) -> Self {
-        let m = pool.table_size as usize;
+        let m = pool.policy.table_size as usize;
         Maglev {
             servers: pool.servers.len(),
             table_size: m,
@@ -187,7 +187,8 @@ impl Balancer for Maglev {
         eligible: &dyn Fn(usize) -> bool,
         ctx: &PickCtx,
     ) -> Option<usize> {
-        if self.servers != pool.servers.len() || self.table_size != pool.table_size as usize {
+        if self.servers != pool.servers.len() || self.table_size != pool.policy.table_size as usize
+        {
             *self = Maglev::new(pool);
         }
         let table = &self.tables[usize::from(ctx.backup)];
@@ -259,7 +260,7 @@ mod tests {
 
     fn pool_of(servers: Vec<Server>, table_size: u32) -> Pool {
         let mut p = Pool::with_servers(BalanceKind::Source, servers);
-        p.table_size = table_size;
+        p.policy.table_size = table_size;
         p
     }
 

@@ -57,7 +57,7 @@ pub trait Balancer: Send {
 
 /// Builds the balancer a pool asks for.
 pub fn for_pool(pool: &Pool) -> Box<dyn Balancer> {
-    match pool.balance {
+    match pool.policy.balance {
         BalanceKind::RoundRobin => Box::new(SmoothWeighted::new(pool.servers.len())),
         BalanceKind::LeastConn => Box::new(LeastConn::new()),
         BalanceKind::Random => Box::new(WeightedRandom::new(pool)),
@@ -140,7 +140,7 @@ pub fn choose(
             s.backup == backup && usable(i) && (!fresh || untried(tried, i)) && s.has_room()
         };
         // Without `allbackups`, only the first backup that can take it.
-        let only = (backup && !pool.allbackups).then(|| (0..n).find(|&i| candidate(i)));
+        let only = (backup && !pool.policy.allbackups).then(|| (0..n).find(|&i| candidate(i)));
         let eligible = |i: usize| match only {
             Some(first) => first == Some(i) && candidate(i),
             None => candidate(i),
@@ -171,7 +171,7 @@ pub fn choose(
 /// slot.
 fn take(pool: &Pool, i: usize, now_ms: u64, panic: bool) -> bool {
     let s = &pool.servers[i];
-    let trial = pool.outlier.is_some()
+    let trial = pool.policy.outlier.is_some()
         && !panic
         && s.live.outlier.standing(now_ms) == crate::outlier::Standing::TrialDue;
     if trial && !s.live.outlier.claim_trial(now_ms) {
@@ -194,7 +194,7 @@ fn sticky(pool: &Pool, tried: u64, now_ms: u64, key: u64) -> Option<usize> {
     let si = table.get(key, now_ms)? as usize;
     let s = pool.servers.get(si)?;
     let ok = pool.usable(si, now_ms)
-        && (pool.outlier.is_none() || s.live.outlier.serving())
+        && (pool.policy.outlier.is_none() || s.live.outlier.serving())
         && untried(tried, si)
         && s.try_reserve();
     ok.then(|| {
@@ -211,8 +211,16 @@ fn stick(pool: &Pool, key: u64, si: usize, now_ms: u64) {
 
 #[cfg(test)]
 pub(crate) mod test_support {
+    use super::PickCtx;
     use crate::config::BalanceKind;
     use crate::pool::{Pool, Server};
+
+    /// A pick's context at a fixed time, primaries, no client key.
+    pub const CTX: PickCtx = PickCtx {
+        now_ms: 1,
+        key: 0,
+        backup: false,
+    };
 
     pub fn servers(weights: &[u32]) -> Vec<Server> {
         weights

@@ -151,15 +151,9 @@ impl Balancer for WeightedRandom {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::test_support::{assert_fits, pool, servers, shares};
+    use crate::balance::test_support::{assert_fits, pool, servers, shares, CTX};
     use crate::config::BalanceKind;
     use crate::pool::Server;
-
-    const CTX: PickCtx = PickCtx {
-        now_ms: 1,
-        key: 0,
-        backup: false,
-    };
 
     fn counts(
         p: &Pool,

@@ -55,14 +55,8 @@ impl Balancer for SmoothWeighted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::test_support::{assert_fits, pool, shares};
+    use crate::balance::test_support::{assert_fits, pool, shares, CTX};
     use crate::config::BalanceKind;
-
-    const CTX: PickCtx = PickCtx {
-        now_ms: 1,
-        key: 0,
-        backup: false,
-    };
 
     fn sequence(weights: &[u32], n: usize) -> String {
         let p = pool(BalanceKind::RoundRobin, weights);

@@ -35,16 +35,16 @@ impl fmt::Display for Config {
                 f,
                 "pool {}: balance {}, retries {}",
                 p.name,
-                p.balance.as_str(),
-                p.retries
+                p.policy.balance.as_str(),
+                p.policy.retries
             )?;
-            match p.balance {
-                BalanceKind::Source => write!(f, ", table_size {}", p.table_size)?,
+            match p.policy.balance {
+                BalanceKind::Source => write!(f, ", table_size {}", p.policy.table_size)?,
                 BalanceKind::Hash => write!(
                     f,
                     ", table_size {}, hash_key {}",
-                    p.table_size,
-                    match p.hash_key {
+                    p.policy.table_size,
+                    match p.policy.hash_key {
                         HashKey::Src => "src",
                         HashKey::SrcPort => "src_port",
                     }
@@ -52,31 +52,31 @@ impl fmt::Display for Config {
                 BalanceKind::LeastTime => write!(
                     f,
                     ", observe {}, ewma_window {:?}",
-                    match p.leasttime_observe {
+                    match p.policy.leasttime_observe {
                         LeastTimeObserve::Connect => "connect",
                         LeastTimeObserve::Ttfb => "ttfb",
                     },
-                    p.ewma_window
+                    p.policy.ewma_window
                 )?,
                 _ => {}
             }
-            if p.allbackups {
+            if p.policy.allbackups {
                 write!(f, ", allbackups")?;
             }
-            if p.maxqueue > 0 {
-                write!(f, ", maxqueue {}", p.maxqueue)?;
+            if p.policy.maxqueue > 0 {
+                write!(f, ", maxqueue {}", p.policy.maxqueue)?;
             }
-            if let Some(o) = &p.outlier {
+            if let Some(o) = &p.policy.outlier {
                 write!(
                     f,
                     ", outlier after {} failures for {:?} up to {:?}",
                     o.consecutive_failures, o.ejection, o.max_ejection
                 )?;
             }
-            if let Some(d) = p.slowstart {
+            if let Some(d) = p.policy.slowstart {
                 write!(f, ", slowstart {d:?}")?;
             }
-            if let Some(st) = &p.stick {
+            if let Some(st) = &p.policy.stick {
                 write!(f, ", stick on src for {:?} (size {})", st.expire, st.size)?;
             }
             writeln!(f)?;

@@ -200,10 +200,10 @@ pub struct ServerConfig {
 /// The default Maglev table size (a prime).
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 
-/// A named group of servers and the algorithm that picks among them.
+/// How a pool picks and protects its servers: every setting of a pool but
+/// its name and servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolConfig {
-    pub name: String,
+pub struct PoolPolicy {
     pub balance: BalanceKind,
     /// How many other servers to try after a failed connect.
     pub retries: u32,
@@ -221,14 +221,12 @@ pub struct PoolConfig {
     /// A server returning to service ramps its weight over this long.
     pub slowstart: Option<Duration>,
     pub stick: Option<StickConfig>,
-    pub servers: Vec<ServerConfig>,
 }
 
-impl PoolConfig {
-    /// A pool with every optional setting at its default.
-    pub fn new(name: &str, balance: BalanceKind, servers: Vec<ServerConfig>) -> PoolConfig {
-        PoolConfig {
-            name: name.to_string(),
+impl PoolPolicy {
+    /// `balance` with every other setting at its default.
+    pub fn new(balance: BalanceKind) -> PoolPolicy {
+        PoolPolicy {
             balance,
             retries: 2,
             table_size: DEFAULT_TABLE_SIZE,
@@ -240,6 +238,24 @@ impl PoolConfig {
             outlier: None,
             slowstart: None,
             stick: None,
+        }
+    }
+}
+
+/// A named group of servers and the policy that picks among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub policy: PoolPolicy,
+    pub servers: Vec<ServerConfig>,
+}
+
+impl PoolConfig {
+    /// A pool with every setting but its algorithm at its default.
+    pub fn new(name: &str, balance: BalanceKind, servers: Vec<ServerConfig>) -> PoolConfig {
+        PoolConfig {
+            name: name.to_string(),
+            policy: PoolPolicy::new(balance),
             servers,
         }
     }

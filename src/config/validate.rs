@@ -240,7 +240,7 @@ impl Validator<'_> {
                 balance,
                 servers,
             );
-            pool.retries = retries.unwrap_or(pool.retries);
+            pool.policy.retries = retries.unwrap_or(pool.policy.retries);
             self.pool_settings(i, p, &mut pool);
             if p.name.is_some() {
                 pools.push(pool);
@@ -262,14 +262,14 @@ impl Validator<'_> {
     /// Every setting of pool `i` but its name, algorithm and servers.
     fn pool_settings(&mut self, i: usize, p: &RawPool, pool: &mut PoolConfig) {
         let key = |k: &str| format!("pool[{i}].{k}");
-        let balance = pool.balance;
+        let balance = pool.policy.balance;
         if let Some(t) = &p.table_size {
             if !balance.hashes() {
                 self.only_for(&t.at, &key("table_size"), "table_size", "source or hash");
             }
             let servers = pool.servers.len() as u32;
             match integer_in(t, |n: &u32| is_prime(*n) && *n <= MAX_TABLE_SIZE) {
-                Some(n) if n > servers => pool.table_size = n,
+                Some(n) if n > servers => pool.policy.table_size = n,
                 Some(n) => self.err(
                     &t.at,
                     &key("table_size"),
@@ -287,8 +287,8 @@ impl Validator<'_> {
                 self.only_for(&h.at, &key("hash_key"), "hash_key", "hash");
             }
             match h.value.as_str() {
-                "src" => pool.hash_key = HashKey::Src,
-                "src_port" => pool.hash_key = HashKey::SrcPort,
+                "src" => pool.policy.hash_key = HashKey::Src,
+                "src_port" => pool.policy.hash_key = HashKey::SrcPort,
                 other => self.err(
                     &h.at,
                     &key("hash_key"),
@@ -306,8 +306,8 @@ impl Validator<'_> {
                 );
             }
             match o.value.as_str() {
-                "connect" => pool.leasttime_observe = LeastTimeObserve::Connect,
-                "ttfb" => pool.leasttime_observe = LeastTimeObserve::Ttfb,
+                "connect" => pool.policy.leasttime_observe = LeastTimeObserve::Connect,
+                "ttfb" => pool.policy.leasttime_observe = LeastTimeObserve::Ttfb,
                 other => self.err(
                     &o.at,
                     &key("leasttime_observe"),
@@ -319,14 +319,15 @@ impl Validator<'_> {
             if balance != BalanceKind::LeastTime {
                 self.only_for(&w.at, &key("ewma_window"), "ewma_window", "leasttime");
             }
-            pool.ewma_window = self.duration(&p.ewma_window, &key("ewma_window"), pool.ewma_window);
+            pool.policy.ewma_window =
+                self.duration(&p.ewma_window, &key("ewma_window"), pool.policy.ewma_window);
         }
         if let Some(a) = &p.allbackups {
-            pool.allbackups = a.value;
+            pool.policy.allbackups = a.value;
         }
         if let Some(q) = &p.maxqueue {
             match integer_in(q, |n: &u32| *n <= 10_000_000) {
-                Some(n) => pool.maxqueue = n,
+                Some(n) => pool.policy.maxqueue = n,
                 None => self.err(
                     &q.at,
                     &key("maxqueue"),
@@ -335,10 +336,11 @@ impl Validator<'_> {
             }
         }
         if let Some(o) = &p.outlier {
-            pool.outlier = Some(self.outlier(o, &key("outlier")));
+            pool.policy.outlier = Some(self.outlier(o, &key("outlier")));
         }
         if p.slowstart.is_some() {
-            pool.slowstart = Some(self.duration(&p.slowstart, &key("slowstart"), Duration::ZERO));
+            pool.policy.slowstart =
+                Some(self.duration(&p.slowstart, &key("slowstart"), Duration::ZERO));
         }
         if let Some(st) = &p.stick {
             if balance.hashes() {
@@ -351,9 +353,9 @@ impl Validator<'_> {
                     ),
                 );
             }
-            pool.stick = Some(self.stick(st, &key("stick")));
+            pool.policy.stick = Some(self.stick(st, &key("stick")));
         }
-        if let (Some(st), Some(cfg)) = (&p.stick, &pool.stick) {
+        if let (Some(st), Some(cfg)) = (&p.stick, &pool.policy.stick) {
             if cfg.expire > crate::stick::MAX_EXPIRE {
                 let at = st.expire.as_ref().map_or(&st.at, |e| &e.at);
                 self.err(

@@ -314,7 +314,7 @@ impl Shard {
             // Multishot accept does not give the peer's address: asked
             // only when the pool hashes or sticks on it.
             if let Some(addr) = peer_addr(fd) {
-                let with_port = pool.hash_key == HashKey::SrcPort;
+                let with_port = pool.policy.hash_key == HashKey::SrcPort;
                 p.key = balance::client_key(&addr, with_port);
             }
         }

@@ -170,17 +170,18 @@ impl Shard {
                 .attempts
                 .connections
                 .fetch_add(1, Ordering::Relaxed);
-            if pool.balance == BalanceKind::LeastTime {
-                match pool.leasttime_observe {
+            if pool.policy.balance == BalanceKind::LeastTime {
+                match pool.policy.leasttime_observe {
                     LeastTimeObserve::Connect => server.live.latency.observe(
                         self.now - p.connect_started,
                         now_ms,
-                        pool.ewma_window,
+                        pool.policy.ewma_window,
                     ),
                     LeastTimeObserve::Ttfb => p.ttfb = Ttfb::Armed,
                 }
             }
-            if pool.outlier.is_some() && server.live.outlier.on_success(now_ms) == Change::Returned
+            if pool.policy.outlier.is_some()
+                && server.live.outlier.on_success(now_ms) == Change::Returned
             {
                 tracing::warn!(
                     shard = self.id,
@@ -211,7 +212,7 @@ impl Shard {
                 ConnectError(result)
             );
         }
-        if let Some(cfg) = &pool.outlier {
+        if let Some(cfg) = &pool.policy.outlier {
             let others = pool.others_usable(si, now_ms);
             match server.live.outlier.on_failure(now_ms, cfg, others) {
                 Change::Ejected { for_ms, nth } => {
@@ -255,7 +256,7 @@ impl Shard {
     /// Whether the pair may try another server.
     fn may_retry(&self, slot: usize) -> bool {
         let p = &self.pairs[slot];
-        p.attempts <= self.pools.pools[p.pool as usize].retries
+        p.attempts <= self.pools.pools[p.pool as usize].policy.retries
     }
 
     /// No server could take the client: it is reset, never left connected

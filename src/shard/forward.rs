@@ -307,10 +307,11 @@ impl Shard {
             if let Some(si) = p.server_index {
                 let pool = &self.pools.pools[p.pool as usize];
                 let now_ms = crate::clock::millis(self.now);
-                pool.servers[si as usize]
-                    .live
-                    .latency
-                    .observe(ttfb, now_ms, pool.ewma_window);
+                pool.servers[si as usize].live.latency.observe(
+                    ttfb,
+                    now_ms,
+                    pool.policy.ewma_window,
+                );
             }
         }
     }

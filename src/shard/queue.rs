@@ -51,14 +51,14 @@ impl Shard {
     pub(super) fn enqueue(&mut self, slot: usize) {
         let pool_i = self.pairs[slot].pool as usize;
         let pool = &self.pools.pools[pool_i];
-        if pool.maxqueue > 0 && pool.queue.len() >= u64::from(pool.maxqueue) {
+        if pool.policy.maxqueue > 0 && pool.queue.len() >= u64::from(pool.policy.maxqueue) {
             pool.queue.full.fetch_add(1, Ordering::Relaxed);
             self.counters.queue_full += 1;
             if self.log.admit(LogKind::QueueFull, self.now) {
                 tracing::warn!(
                     shard = self.id,
                     pool = %pool.name,
-                    maxqueue = pool.maxqueue,
+                    maxqueue = pool.policy.maxqueue,
                     "queue full: closing a new client"
                 );
             }
