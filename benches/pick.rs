@@ -98,7 +98,7 @@ fn picks_in(p: &Pool, keys: &[u64]) -> f64 {
             for k in 0..count {
                 let key = keys[k & mask];
                 match balance::choose(b.as_mut(), p, 0, NOW_MS, black_box(key)) {
-                    Choice::Server(i) => p.servers[i].release(),
+                    Choice::Server(pick) => p.servers[pick.server].release(),
                     other => panic!("{other:?}"),
                 }
             }

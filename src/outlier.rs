@@ -102,12 +102,15 @@ impl Outlier {
         self.returned_ms.store(now_ms, Ordering::Relaxed);
     }
 
-    pub fn on_success(&self, now_ms: u64) -> Change {
+    /// A connect succeeded; `trial` when it was the trial connection this
+    /// pick claimed (only that one decides a trial).
+    pub fn on_success(&self, now_ms: u64, trial: bool) -> Change {
         self.failures.store(0, Ordering::Relaxed);
-        if self
-            .state
-            .compare_exchange(TRIAL, SERVING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        if trial
+            && self
+                .state
+                .compare_exchange(TRIAL, SERVING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
         {
             self.mark_returned(now_ms);
             return Change::Returned;
@@ -115,17 +118,29 @@ impl Outlier {
         Change::None
     }
 
-    /// A connect failed. `may_eject` is false when the server is the last
-    /// usable one of its pool.
-    pub fn on_failure(&self, now_ms: u64, cfg: &OutlierConfig, may_eject: bool) -> Change {
-        let state = self.state.load(Ordering::Acquire);
+    /// A connect failed; `trial` as for [`Outlier::on_success`].
+    /// `may_eject` is false when the server is the last usable one of its
+    /// pool. A result of a connect made before the server was ejected (or
+    /// while another pick holds its trial) is counted and changes nothing.
+    pub fn on_failure(
+        &self,
+        now_ms: u64,
+        cfg: &OutlierConfig,
+        may_eject: bool,
+        trial: bool,
+    ) -> Change {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let trial_failed = state == TRIAL;
-        if state == EJECTED || (!trial_failed && failures < cfg.consecutive_failures) {
-            return Change::None;
-        }
+        let from = if trial {
+            TRIAL
+        } else {
+            if self.state.load(Ordering::Acquire) != SERVING || failures < cfg.consecutive_failures
+            {
+                return Change::None;
+            }
+            SERVING
+        };
         if !may_eject {
-            if trial_failed {
+            if trial {
                 let _ = self.state.compare_exchange(
                     TRIAL,
                     SERVING,
@@ -135,24 +150,30 @@ impl Outlier {
             }
             return Change::Kept;
         }
-        if self
-            .state
-            .compare_exchange(state, EJECTED, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            // Another shard ejected it (or its trial ended) meanwhile.
-            return Change::None;
-        }
         let max = crate::clock::ms(cfg.max_ejection);
         // Long enough in service since it last came back: start over.
         let back = self.returned_ms.load(Ordering::Relaxed);
-        if !trial_failed && back > 0 && now_ms.saturating_sub(back) >= max {
-            self.level.store(0, Ordering::Relaxed);
-        }
-        let nth = self.level.fetch_add(1, Ordering::Relaxed) + 1;
+        let level = if !trial && back > 0 && now_ms.saturating_sub(back) >= max {
+            0
+        } else {
+            self.level.load(Ordering::Relaxed)
+        };
+        let nth = level + 1;
         let base = crate::clock::ms(cfg.ejection);
         let for_ms = base.saturating_mul(1 << (nth - 1).min(32)).min(max);
+        // The deadline is in place before the state says ejected, so no
+        // pick sees an ejection with a stale deadline (and takes its trial
+        // at once).
         self.until_ms.store(now_ms + for_ms, Ordering::Release);
+        if self
+            .state
+            .compare_exchange(from, EJECTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Another shard ejected it meanwhile (its deadline is as good).
+            return Change::None;
+        }
+        self.level.store(nth, Ordering::Relaxed);
         self.failures.store(0, Ordering::Relaxed);
         self.ejections.fetch_add(1, Ordering::Relaxed);
         Change::Ejected { for_ms, nth }
@@ -190,7 +211,7 @@ mod tests {
     fn fail_n(o: &Outlier, n: u32, now: u64) -> Change {
         let mut last = Change::None;
         for _ in 0..n {
-            last = o.on_failure(now, &cfg(), true);
+            last = o.on_failure(now, &cfg(), true, false);
         }
         last
     }
@@ -199,11 +220,11 @@ mod tests {
     fn ejects_after_consecutive_failures_only() {
         let o = Outlier::default();
         assert_eq!(fail_n(&o, 2, 1000), Change::None);
-        assert_eq!(o.on_success(1000), Change::None);
+        assert_eq!(o.on_success(1000, false), Change::None);
         assert_eq!(fail_n(&o, 2, 1000), Change::None);
         assert_eq!(o.standing(1000), Standing::Serving);
         assert_eq!(
-            o.on_failure(1000, &cfg(), true),
+            o.on_failure(1000, &cfg(), true, false),
             Change::Ejected {
                 for_ms: 5000,
                 nth: 1
@@ -222,8 +243,12 @@ mod tests {
         assert!(!o.claim_trial(5000), "only one trial");
         assert_eq!(o.standing(5000), Standing::Out);
         // The trial fails: twice as long.
+        // A connect made before the ejection fails late: it changes nothing.
+        assert_eq!(o.on_failure(5000, &cfg(), true, false), Change::None);
+        assert_eq!(o.on_success(5000, false), Change::None);
+        assert_eq!(o.standing(5000), Standing::Out);
         assert_eq!(
-            o.on_failure(5000, &cfg(), true),
+            o.on_failure(5000, &cfg(), true, true),
             Change::Ejected {
                 for_ms: 10_000,
                 nth: 2
@@ -231,14 +256,14 @@ mod tests {
         );
         assert!(o.claim_trial(15_000));
         assert_eq!(
-            o.on_failure(15_000, &cfg(), true),
+            o.on_failure(15_000, &cfg(), true, true),
             Change::Ejected {
                 for_ms: 12_000,
                 nth: 3
             }
         );
         assert!(o.claim_trial(27_000));
-        assert_eq!(o.on_success(27_000), Change::Returned);
+        assert_eq!(o.on_success(27_000, true), Change::Returned);
         assert_eq!(o.standing(27_000), Standing::Serving);
         assert_eq!(o.returned_ms(), 27_000);
         assert_eq!(o.ejections(), 3);
@@ -254,7 +279,7 @@ mod tests {
         let o = Outlier::default();
         fail_n(&o, 3, 0);
         assert!(o.claim_trial(5000));
-        o.on_success(5000);
+        o.on_success(5000, true);
         assert_eq!(
             fail_n(&o, 3, 5000 + 12_000),
             Change::Ejected {
@@ -268,16 +293,27 @@ mod tests {
     fn the_last_server_is_kept() {
         let o = Outlier::default();
         for _ in 0..2 {
-            o.on_failure(0, &cfg(), false);
+            o.on_failure(0, &cfg(), false, false);
         }
-        assert_eq!(o.on_failure(0, &cfg(), false), Change::Kept);
+        assert_eq!(o.on_failure(0, &cfg(), false, false), Change::Kept);
         assert_eq!(o.standing(0), Standing::Serving);
         // A failed trial of a server that became the last one: back in service.
         let o = Outlier::default();
         fail_n(&o, 3, 0);
         assert!(o.claim_trial(5000));
-        assert_eq!(o.on_failure(5000, &cfg(), false), Change::Kept);
+        assert_eq!(o.on_failure(5000, &cfg(), false, true), Change::Kept);
         assert_eq!(o.standing(5000), Standing::Serving);
+    }
+
+    #[test]
+    fn an_unused_trial_is_given_back() {
+        let o = Outlier::default();
+        fail_n(&o, 3, 0);
+        assert!(o.claim_trial(5000));
+        assert_eq!(o.standing(5000), Standing::Out);
+        o.unclaim_trial();
+        assert_eq!(o.standing(5000), Standing::TrialDue);
+        assert!(o.claim_trial(5001));
     }
 
     #[test]

@@ -28,9 +28,11 @@ fn unpack(w: u64) -> Option<(f64, u32)> {
     (at != 0).then(|| (f64::from(f32::from_bits((w >> 32) as u32)), at))
 }
 
-/// `e^(-dt/window)`, for `dt` milliseconds between two 32-bit stamps.
+/// `e^(-dt/window)`, for `dt` milliseconds between two 32-bit stamps. A
+/// stamp a little ahead of `now_ms` (another shard's clock read later than
+/// this one's) is no time at all, not 49 days.
 fn decay(now_ms: u64, at: u32, window: Duration) -> f64 {
-    let dt = (now_ms as u32).wrapping_sub(at) as f64;
+    let dt = ((now_ms as u32).wrapping_sub(at) as i32).max(0) as f64;
     let w = window.as_millis().max(1) as f64;
     exp_neg(dt / w)
 }
@@ -122,6 +124,17 @@ mod tests {
         assert_eq!(exp_neg(0.0), 1.0);
         assert_eq!(exp_neg(-3.0), 1.0);
         assert_eq!(exp_neg(1e9), 0.0);
+    }
+
+    #[test]
+    fn a_stamp_from_a_shard_a_little_ahead_is_no_time() {
+        let e = PeakEwma::default();
+        e.observe(Duration::from_millis(20), 1001, W);
+        // Read by a shard whose clock says 1000: still 20 ms, not zero.
+        assert!((e.micros(1000, W).unwrap() - 20_000.0).abs() < 1.0);
+        // A fast sample from that shard moves it a little, not all the way.
+        e.observe(Duration::from_micros(100), 1000, W);
+        assert!(e.micros(1001, W).unwrap() > 19_000.0);
     }
 
     #[test]

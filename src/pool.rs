@@ -196,20 +196,28 @@ impl Pool {
         self.queue.stats_with(self.slots(now_ms))
     }
 
-    /// Whether some server could take a connection now: usable (or, when
-    /// every server that is up is ejected, up) with a free slot.
+    /// Whether any server is up with a weight (whatever its ejection).
+    pub fn any_up(&self) -> bool {
+        self.servers.iter().any(|s| s.weight > 0 && s.live.is_up())
+    }
+
+    /// Whether `choose` could find a slot now: a server with room among
+    /// the usable primaries, or among the usable backups when no primary is
+    /// usable (backups stand in only for primaries that are gone); when
+    /// every server that is up is ejected, among those up.
     pub fn has_free_slot(&self, now_ms: u64) -> bool {
         let n = self.servers.len();
         let panic = !(0..n).any(|i| self.usable(i, now_ms));
-        (0..n).any(|i| {
+        let ok = |i: usize| {
             let s = &self.servers[i];
-            let ok = if panic {
+            if panic {
                 s.weight > 0 && s.live.is_up()
             } else {
                 self.usable(i, now_ms)
-            };
-            ok && s.has_room()
-        })
+            }
+        };
+        let primaries = (0..n).any(|i| !self.servers[i].backup && ok(i));
+        (0..n).any(|i| ok(i) && self.servers[i].backup != primaries && self.servers[i].has_room())
     }
 
     /// Whether some server other than `except` is usable (never eject the

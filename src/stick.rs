@@ -86,8 +86,17 @@ impl StickTable {
     }
 
     /// Age in seconds of a word at `now` (wrapping), or `None` when empty.
+    /// A word written by a shard whose clock is a little ahead (an age in
+    /// the upper half of the range) is 0 seconds old.
     fn age(word: u64, now: u64) -> Option<u64> {
-        (word != 0).then(|| now.wrapping_sub(word & TIME_MASK) & TIME_MASK)
+        (word != 0).then(|| {
+            let age = now.wrapping_sub(word & TIME_MASK) & TIME_MASK;
+            if age >= 1 << (TIME_BITS - 1) {
+                0
+            } else {
+                age
+            }
+        })
     }
 
     fn live(&self, word: u64, now: u64) -> bool {
@@ -171,6 +180,22 @@ mod tests {
         t.put(k, 5, 60_000);
         assert_eq!(t.get(k, 60_000), Some(5));
         assert_eq!(t.len(60_000), 1);
+    }
+
+    #[test]
+    fn an_entry_from_a_shard_a_second_ahead_is_fresh() {
+        let t = StickTable::new(64, Duration::from_secs(30));
+        let k = fmix64(7);
+        t.put(k, 2, 10_000);
+        assert_eq!(t.get(k, 9_999), Some(2));
+        // Its age is 0 (not 2^24 - 1), so it is not the first evicted.
+        let word = t
+            .set(k)
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .max()
+            .unwrap();
+        assert_eq!(StickTable::age(word, seconds(9_999)), Some(0));
     }
 
     #[test]

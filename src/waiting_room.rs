@@ -85,13 +85,18 @@ impl WaitingRoom {
         self.len() == 0
     }
 
-    /// A client joins: its ticket. The caller publishes it as its shard's
-    /// head if it is the shard's oldest, then looks for a free slot (a slot
-    /// freed just before, by a shard that saw no waiter, is found then).
-    pub fn join(&self) -> u64 {
-        self.len.fetch_add(1, Ordering::SeqCst);
+    /// A client joins, unless `maxqueue` clients (0: no limit) wait
+    /// already: its ticket. The caller publishes it as its shard's head if
+    /// it is the shard's oldest, then looks for a free slot (a slot freed
+    /// just before, by a shard that saw no waiter, is found then).
+    pub fn join(&self, maxqueue: u32) -> Option<u64> {
+        self.len
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (maxqueue == 0 || n < u64::from(maxqueue)).then_some(n + 1)
+            })
+            .ok()?;
         self.queued.fetch_add(1, Ordering::Relaxed);
-        self.next_ticket.fetch_add(1, Ordering::Relaxed)
+        Some(self.next_ticket.fetch_add(1, Ordering::Relaxed))
     }
 
     /// A client leaves (served, timed out, closed).
@@ -116,6 +121,13 @@ impl WaitingRoom {
     /// Whether shard `shard`'s head is claimed (a slot is on its way).
     pub fn is_claimed(&self, shard: usize) -> bool {
         self.heads[shard].load(Ordering::SeqCst) == CLAIMED
+    }
+
+    /// Whether a slot is on its way to some shard's head.
+    pub fn any_claimed(&self) -> bool {
+        self.heads
+            .iter()
+            .any(|h| h.load(Ordering::SeqCst) == CLAIMED)
     }
 
     /// Claims the oldest head over every shard: the shard to hand a slot
@@ -199,8 +211,8 @@ mod tests {
     fn the_oldest_head_is_claimed_once() {
         let room = WaitingRoom::new(3);
         assert_eq!(room.claim_oldest(), None);
-        let a = room.join();
-        let b = room.join();
+        let a = room.join(0).unwrap();
+        let b = room.join(0).unwrap();
         room.publish_head(2, a, false);
         room.publish_head(0, b, false);
         assert_eq!(room.claim_oldest(), Some(2));
@@ -219,8 +231,9 @@ mod tests {
         let room = WaitingRoom::new(1);
         room.record_hold(Duration::from_millis(80));
         for _ in 0..4 {
-            room.join();
+            room.join(0).unwrap();
         }
+        assert_eq!(room.join(4), None, "maxqueue");
         assert_eq!(room.estimated_wait(16), Duration::from_millis(20));
         assert_eq!(room.estimated_wait(0), Duration::ZERO);
     }

@@ -121,6 +121,8 @@ fn a_freed_slot_goes_to_the_oldest_waiter_across_shards() {
         .collect();
     assert_eq!(log, expected);
     let c = rt.counters();
+    // Every slot reached a waiter as it was freed, not at a poll.
+    assert_eq!(c.queue_poll_finds, 0, "{c:?}");
     if per_shard.iter().all(|&n| n > 0) {
         // Both shards had waiters: slots crossed between them.
         assert!(
@@ -168,6 +170,42 @@ fn bytes_sent_while_queued_arrive_intact() {
     client.read_to_end(&mut back).unwrap();
     w.join().unwrap();
     assert!(back == data, "{} bytes back of {}", back.len(), data.len());
+    assert_drained(&rt);
+}
+
+/// Waiters for a pool whose servers all go down are reset at once, not
+/// left to the queue timeout, and so are newcomers.
+#[test]
+fn waiters_are_reset_when_no_server_is_up() {
+    let server = Backend::start(Behaviour::Record);
+    let (rt, addr) = start(&limited(&[&server], 1, 2));
+    let holder = served(addr, "holder");
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"w\n").unwrap();
+            s
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(2), || rt.pools().pools[0]
+        .queue
+        .len()
+        == 3));
+    let pool = &rt.pools().pools[0];
+    pool.servers[0].live.down.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    for mut w in waiters {
+        assert!(closed_by_peer(&mut w));
+    }
+    // At the next poll (50 ms), far from the 20 s queue timeout.
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    let mut late = TcpStream::connect(addr).unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(closed_by_peer(&mut late));
+    assert_eq!(pool.queue.stats().timeouts, 0);
+    assert_eq!(rt.counters().unserved, 4);
+    drop(holder);
     assert_drained(&rt);
 }
 

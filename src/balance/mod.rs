@@ -68,12 +68,21 @@ pub fn for_pool(pool: &Pool) -> Box<dyn Balancer> {
     }
 }
 
+/// A server picked, its slot reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub server: usize,
+    /// The pick claimed the server's trial connection after an ejection:
+    /// this connect's result decides it, and a pick that ends without a
+    /// result must give it back (`Outlier::unclaim_trial`).
+    pub trial: bool,
+}
+
 /// What [`choose`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
-    /// This server, with a slot reserved for the connection (and its trial
-    /// claimed, when it was due one).
-    Server(usize),
+    /// This server, with a slot reserved for the connection.
+    Server(Pick),
     /// Every server that could take the client is at its `maxconn`: the
     /// client may wait in the pool's queue.
     Full,
@@ -112,7 +121,10 @@ pub fn choose(
     key: u64,
 ) -> Choice {
     if let Some(si) = sticky(pool, tried, now_ms, key) {
-        return Choice::Server(si);
+        return Choice::Server(Pick {
+            server: si,
+            trial: false,
+        });
     }
     let n = pool.servers.len();
     let serving = |i: usize| pool.usable(i, now_ms);
@@ -153,9 +165,9 @@ pub fn choose(
         // Each failed step (a trial or the last slot taken by another
         // shard) makes the server ineligible, so this ends.
         while let Some(i) = balancer.pick(pool, &eligible, &ctx) {
-            if take(pool, i, now_ms, panic) {
+            if let Some(trial) = take(pool, i, now_ms, panic) {
                 stick(pool, key, i, now_ms);
-                return Choice::Server(i);
+                return Choice::Server(Pick { server: i, trial });
             }
         }
     }
@@ -168,23 +180,24 @@ pub fn choose(
 }
 
 /// Claims server `i`'s trial connection if it is due one, and reserves a
-/// slot.
-fn take(pool: &Pool, i: usize, now_ms: u64, panic: bool) -> bool {
+/// slot. `Some(whether the trial was claimed)`, or `None` when another
+/// pick took the trial or the last slot first.
+fn take(pool: &Pool, i: usize, now_ms: u64, panic: bool) -> Option<bool> {
     let s = &pool.servers[i];
     let trial = pool.policy.outlier.is_some()
         && !panic
         && s.live.outlier.standing(now_ms) == crate::outlier::Standing::TrialDue;
     if trial && !s.live.outlier.claim_trial(now_ms) {
-        return false;
+        return None;
     }
     if s.try_reserve() {
-        return true;
+        return Some(trial);
     }
     if trial {
         // Full: the trial is due again for the next pick.
         s.live.outlier.unclaim_trial();
     }
-    false
+    None
 }
 
 /// The client's sticky server, with a slot reserved, if it has one that is
@@ -378,5 +391,144 @@ pub(crate) mod test_support {
         assert_eq!(chi_square_p(&[100, 200], &[1.0, 2.0]), 1.0);
         assert!(chi_square_p(&[150, 150], &[1.0, 2.0]) < 1e-6);
         assert_eq!(chi_square_p(&[1, 299], &[0.0, 1.0]), 0.0);
+    }
+}
+
+#[cfg(test)]
+mod choose_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::balance::test_support::servers;
+    use crate::config::OutlierConfig;
+
+    const NOW: u64 = 10_000;
+
+    /// A round-robin pool: weights as given, `backups` marked, each server
+    /// with `maxconn`.
+    fn pool(n: usize, backups: &[usize], maxconn: u32) -> Pool {
+        let mut s = servers(&vec![1; n]);
+        for &b in backups {
+            s[b].backup = true;
+        }
+        for srv in &mut s {
+            srv.maxconn = maxconn;
+        }
+        Pool::with_servers(BalanceKind::RoundRobin, s)
+    }
+
+    fn pick(p: &Pool, b: &mut dyn Balancer, tried: u64) -> Choice {
+        choose(b, p, tried, NOW, 0)
+    }
+
+    fn server(c: Choice) -> usize {
+        match c {
+            Choice::Server(p) => p.server,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_primaries_make_clients_wait_rather_than_use_backups() {
+        let p = pool(2, &[1], 1);
+        let mut b = for_pool(&p);
+        assert_eq!(server(pick(&p, b.as_mut(), 0)), 0);
+        // The primary is full: Full (queue), not the backup.
+        assert_eq!(pick(&p, b.as_mut(), 0), Choice::Full);
+        assert!(!p.has_free_slot(NOW), "a free backup slot is not a slot");
+        // The primary goes down: the backup stands in.
+        p.servers[0]
+            .live
+            .down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(server(pick(&p, b.as_mut(), 0)), 1);
+        // Everything down: nothing.
+        p.servers[1]
+            .live
+            .down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(pick(&p, b.as_mut(), 0), Choice::Nothing);
+        assert!(!p.any_up());
+    }
+
+    #[test]
+    fn a_redispatch_tries_untried_servers_then_any() {
+        let p = pool(3, &[2], 0);
+        let mut b = for_pool(&p);
+        // 0 tried: 1; both primaries tried: the backup; everything tried:
+        // a primary again.
+        assert_eq!(server(pick(&p, b.as_mut(), 0b001)), 1);
+        p.servers[1].release();
+        assert_eq!(server(pick(&p, b.as_mut(), 0b011)), 2);
+        p.servers[2].release();
+        assert!(server(pick(&p, b.as_mut(), 0b111)) < 2);
+    }
+
+    #[test]
+    fn one_pick_claims_the_trial_and_a_full_server_gives_it_back() {
+        let mut p = pool(2, &[], 1);
+        p.policy.outlier = Some(OutlierConfig {
+            consecutive_failures: 1,
+            ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(4),
+        });
+        let cfg = p.policy.outlier.unwrap();
+        let mut b = for_pool(&p);
+        let o = &p.servers[0].live.outlier;
+        assert!(matches!(
+            o.on_failure(NOW - 2000, &cfg, true, false),
+            crate::outlier::Change::Ejected { .. }
+        ));
+        // Its ejection is over: the pick that lands on it takes the trial.
+        let picks: Vec<Choice> = (0..2).map(|_| pick(&p, b.as_mut(), 0)).collect();
+        let trial = picks
+            .iter()
+            .find_map(|c| match c {
+                Choice::Server(pk) if pk.server == 0 => Some(pk.trial),
+                _ => None,
+            })
+            .expect("server 0 picked");
+        assert!(trial);
+        assert_eq!(o.standing(NOW), crate::outlier::Standing::Out);
+        // A second client cannot get it while the trial is out.
+        p.servers[1].release();
+        assert_eq!(server(pick(&p, b.as_mut(), 0)), 1);
+        // The trial connection never got a result (socket error): given
+        // back, it is due again.
+        o.unclaim_trial();
+        p.servers[0].release();
+        let again = pick(&p, b.as_mut(), 0);
+        assert_eq!(
+            again,
+            Choice::Server(Pick {
+                server: 0,
+                trial: true
+            })
+        );
+    }
+
+    #[test]
+    fn every_server_ejected_means_none_is() {
+        let mut p = pool(2, &[], 0);
+        p.policy.outlier = Some(OutlierConfig {
+            consecutive_failures: 1,
+            ejection: Duration::from_secs(60),
+            max_ejection: Duration::from_secs(60),
+        });
+        let cfg = p.policy.outlier.unwrap();
+        for s in &p.servers {
+            s.live.outlier.on_failure(NOW, &cfg, true, false);
+        }
+        let mut b = for_pool(&p);
+        // Panic mode: both still take clients, and no trial is claimed.
+        let got: Vec<Choice> = (0..2).map(|_| pick(&p, b.as_mut(), 0)).collect();
+        assert_eq!(
+            got,
+            [0, 1].map(|server| Choice::Server(Pick {
+                server,
+                trial: false
+            }))
+        );
+        assert!(p.has_free_slot(NOW));
     }
 }

@@ -22,7 +22,7 @@ use super::log_limit::LogKind;
 use super::pair::{PairState, Ttfb, DOWN, UP};
 use super::token::{Op, Tag};
 use super::Shard;
-use crate::balance::{self, Choice};
+use crate::balance::{self, Choice, Pick};
 use crate::config::{BalanceKind, ForwardMode, LeastTimeObserve};
 use crate::net::{close_fd, server_socket};
 use crate::outlier::Change;
@@ -53,16 +53,23 @@ impl Shard {
     /// usable server is full, or other clients already wait for one, the
     /// client joins the pool's queue (`queue.rs`).
     pub(super) fn connect(&mut self, slot: usize) {
+        self.connect_with(slot, true);
+    }
+
+    /// [`Shard::connect`]; `behind_waiters`: a newcomer queues behind the
+    /// clients already waiting (false for a waiter being served).
+    pub(super) fn connect_with(&mut self, slot: usize, behind_waiters: bool) {
         loop {
             let p = &self.pairs[slot];
             let pool_i = p.pool as usize;
             let pool = &self.pools.pools[pool_i];
-            // Newcomers wait behind the clients already waiting.
-            if p.attempts == 0 && !pool.queue.is_empty() {
+            let now_ms = crate::clock::millis(self.now);
+            // Newcomers wait behind the clients already waiting (unless no
+            // server is up at all: then no wait can help).
+            if behind_waiters && p.attempts == 0 && !pool.queue.is_empty() && pool.any_up() {
                 self.enqueue(slot);
                 return;
             }
-            let now_ms = crate::clock::millis(self.now);
             match balance::choose(
                 self.balancers[pool_i].as_mut(),
                 pool,
@@ -70,8 +77,8 @@ impl Shard {
                 now_ms,
                 p.key,
             ) {
-                Choice::Server(si) => {
-                    if self.start_connect(slot, si) {
+                Choice::Server(pick) => {
+                    if self.start_connect(slot, pick) {
                         return;
                     }
                 }
@@ -87,16 +94,17 @@ impl Shard {
         }
     }
 
-    /// Connects `slot` to server `si`, whose slot it holds. Returns false
-    /// when the server socket could not be made and another server should
-    /// be picked (the slot is given back).
-    pub(super) fn start_connect(&mut self, slot: usize, si: usize) -> bool {
+    /// Connects `slot` to the server picked, whose slot it holds. Returns
+    /// false when the server socket could not be made and another server
+    /// should be picked (the slot, and a trial it claimed, are given back).
+    pub(super) fn start_connect(&mut self, slot: usize, pick: Pick) -> bool {
+        let si = pick.server;
         let pool_i = self.pairs[slot].pool as usize;
         let server = &self.pools.pools[pool_i].servers[si];
         let fd = match server_socket(&server.addr) {
             Ok(fd) => fd,
             Err(e) if is_resource_error(&e) => {
-                self.give_back_slot(pool_i, si);
+                self.give_back_pick(pool_i, pick);
                 // The spare fd makes room for this one socket; without
                 // it, the client waits for an fd.
                 if self.release_spare_fd() {
@@ -106,7 +114,7 @@ impl Shard {
                 return true;
             }
             Err(e) => {
-                self.give_back_slot(pool_i, si);
+                self.give_back_pick(pool_i, pick);
                 if self.log.admit(LogKind::SocketError, self.now) {
                     let server = &self.pools.pools[pool_i].servers[si];
                     tracing::warn!(shard = self.id, server = %server.name, "cannot create a socket: {e}");
@@ -137,6 +145,7 @@ impl Shard {
         let p = &mut self.pairs[slot];
         p.server = fd;
         p.server_index = Some(si as u32);
+        p.trial = pick.trial;
         p.attempts += 1;
         p.state = PairState::Connecting;
         p.connect_started = self.now;
@@ -164,6 +173,8 @@ impl Shard {
         let pool = &self.pools.pools[pool_i];
         let server = &pool.servers[si];
         let now_ms = crate::clock::millis(self.now);
+        // This result decides the server's trial if the pick claimed it.
+        let trial = std::mem::take(&mut p.trial);
         if result == 0 {
             server
                 .live
@@ -181,7 +192,7 @@ impl Shard {
                 }
             }
             if pool.policy.outlier.is_some()
-                && server.live.outlier.on_success(now_ms) == Change::Returned
+                && server.live.outlier.on_success(now_ms, trial) == Change::Returned
             {
                 tracing::warn!(
                     shard = self.id,
@@ -214,7 +225,7 @@ impl Shard {
         }
         if let Some(cfg) = &pool.policy.outlier {
             let others = pool.others_usable(si, now_ms);
-            match server.live.outlier.on_failure(now_ms, cfg, others) {
+            match server.live.outlier.on_failure(now_ms, cfg, others, trial) {
                 Change::Ejected { for_ms, nth } => {
                     self.counters.ejections += 1;
                     tracing::warn!(
@@ -276,25 +287,32 @@ impl Shard {
         self.abort(slot);
     }
 
-    /// Takes the pair off its server's counts and gives its slot back.
+    /// Takes the pair off its server's counts and gives its slot back (and
+    /// its trial, if the connect never gave a result: closed while
+    /// connecting).
     pub(super) fn release_server(&mut self, slot: usize) {
         let p = &mut self.pairs[slot];
         if let Some(si) = p.server_index.take() {
             let (pool_i, si) = (p.pool as usize, si as usize);
             let held = self.now.saturating_duration_since(p.connect_started);
+            let trial = std::mem::take(&mut p.trial);
             self.local_active[pool_i][si] -= 1;
             let pool = &self.pools.pools[pool_i];
             if pool.servers[si].maxconn > 0 {
                 pool.queue.record_hold(held);
             }
-            self.give_back_slot(pool_i, si);
+            self.give_back_pick(pool_i, Pick { server: si, trial });
         }
     }
 
-    /// Gives back a slot of server `si` (taken by `choose`), and lets a
-    /// waiter have it.
-    fn give_back_slot(&mut self, pool_i: usize, si: usize) {
-        self.pools.pools[pool_i].servers[si].release();
+    /// Gives back what `choose` took for a pick (its slot, and its trial
+    /// if the connect gave no result), and lets a waiter have the slot.
+    fn give_back_pick(&mut self, pool_i: usize, pick: Pick) {
+        let server = &self.pools.pools[pool_i].servers[pick.server];
+        if pick.trial {
+            server.live.outlier.unclaim_trial();
+        }
+        server.release();
         self.slot_freed(pool_i);
     }
 }

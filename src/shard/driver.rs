@@ -288,6 +288,11 @@ impl Shard {
             Box::leak(std::mem::take(&mut self.connect_timeout));
             Box::leak(std::mem::take(&mut self.wake_ts));
         }
+        // No other shard may hand this one a slot any more.
+        for pool in &self.pools.pools {
+            pool.queue
+                .publish_head(self.id, crate::waiting_room::EMPTY, true);
+        }
         self.close_listeners();
         close_fd(self.spare_fd);
         self.spare_fd = -1;

@@ -63,6 +63,9 @@ pub struct Pair {
     pub pool: u32,
     /// The server this pair is counted against (connecting or connected).
     pub server_index: Option<u32>,
+    /// The connect in flight is the server's trial after an ejection, and
+    /// its result is not in yet.
+    pub trial: bool,
     /// Servers already tried, a bit per server index modulo 64 (redispatch).
     pub tried: u64,
     /// Connect attempts made so far.
@@ -99,6 +102,7 @@ impl Pair {
             server: -1,
             pool: 0,
             server_index: None,
+            trial: false,
             tried: 0,
             attempts: 0,
             key: 0,

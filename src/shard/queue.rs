@@ -51,7 +51,7 @@ impl Shard {
     pub(super) fn enqueue(&mut self, slot: usize) {
         let pool_i = self.pairs[slot].pool as usize;
         let pool = &self.pools.pools[pool_i];
-        if pool.policy.maxqueue > 0 && pool.queue.len() >= u64::from(pool.policy.maxqueue) {
+        let Some(ticket) = pool.queue.join(pool.policy.maxqueue) else {
             pool.queue.full.fetch_add(1, Ordering::Relaxed);
             self.counters.queue_full += 1;
             if self.log.admit(LogKind::QueueFull, self.now) {
@@ -65,8 +65,7 @@ impl Shard {
             self.arm_log_summary();
             self.abort(slot);
             return;
-        }
-        let ticket = pool.queue.join();
+        };
         self.prune_queue(pool_i);
         let first = self.queues[pool_i].is_empty();
         let p = &mut self.pairs[slot];
@@ -157,7 +156,13 @@ impl Shard {
     fn dispatch_queue(&mut self, pool_i: usize) {
         loop {
             let pool = &self.pools.pools[pool_i];
-            if pool.queue.is_empty() || self.stop_deadline.is_some() {
+            if pool.queue.is_empty() {
+                return;
+            }
+            if !pool.any_up() {
+                // No server is up: no wait can help; each shard resets its
+                // own waiters (this one now, the others at their poll).
+                self.give_up_queued(pool_i);
                 return;
             }
             if !pool.has_free_slot(crate::clock::millis(self.now)) {
@@ -240,15 +245,19 @@ impl Shard {
             );
             match choice {
                 Choice::Full => {
-                    // Another shard took the slot: the head stays.
+                    // Another shard took the slot: the head stays. Published,
+                    // then look again (a slot freed meanwhile by a shard that
+                    // saw the head claimed is found then).
                     self.publish_head(pool_i, true);
+                    fence(Ordering::SeqCst);
+                    self.mark_queue_dirty(pool_i);
                     return false;
                 }
                 Choice::Nothing => {
                     self.leave_queue(slot);
                     self.give_up(slot);
                 }
-                Choice::Server(si) => {
+                Choice::Server(pick) => {
                     self.leave_queue(slot);
                     let pool = &self.pools.pools[pool_i];
                     pool.queue.served.fetch_add(1, Ordering::Relaxed);
@@ -263,8 +272,10 @@ impl Shard {
                         self.timers.cancel(key);
                     }
                     self.arm_idle(slot, self.now + self.timeouts.client_idle);
-                    if !self.start_connect(slot, si) {
-                        self.connect(slot);
+                    if !self.start_connect(slot, pick) {
+                        // Served already: it picks again without queueing
+                        // behind the others.
+                        self.connect_with(slot, false);
                     }
                     return true;
                 }
@@ -321,12 +332,33 @@ impl Shard {
             self.prune_queue(pool_i);
             if !self.queues[pool_i].is_empty() {
                 waiting = true;
+                let pool = &self.pools.pools[pool_i];
+                let now_ms = crate::clock::millis(self.now);
+                if pool.has_free_slot(now_ms) && !pool.queue.any_claimed() {
+                    // A slot sat free while clients waited and none was on
+                    // its way to them: capacity that came without a close
+                    // (an ejection over), or a missed wake-up.
+                    self.counters.queue_poll_finds += 1;
+                }
                 self.mark_queue_dirty(pool_i);
             }
         }
         if waiting {
             self.arm_queue_poll();
         }
+    }
+
+    /// Resets every waiter of this shard in `pool_i`: no server is up.
+    fn give_up_queued(&mut self, pool_i: usize) {
+        while let Some((slot, generation)) = self.queues[pool_i].pop_front() {
+            let slot = slot as usize;
+            let p = &self.pairs[slot];
+            if p.generation == generation && p.state == PairState::Queued {
+                self.leave_queue(slot);
+                self.give_up(slot);
+            }
+        }
+        self.publish_head(pool_i, true);
     }
 
     /// Aborts every waiter (the shard is stopping).

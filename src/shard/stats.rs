@@ -77,6 +77,10 @@ counters! {
     /// Queue slots handed to and from other shards.
     handoffs_sent,
     handoffs_received,
+    /// Free server slots the queue poll found while clients waited and no
+    /// slot was on its way to them (capacity that came without a close, or
+    /// a missed wake-up).
+    queue_poll_finds,
     /// Servers this shard ejected (outlier detection).
     ejections,
     /// Provided buffers lent out now, and pipes the shard holds.

@@ -282,7 +282,8 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// Waits until ringlb holds no pair and no buffer.
+/// Waits until ringlb holds no pair and no buffer, no server slot is
+/// counted and no client waits in a queue.
 pub fn assert_drained(rt: &Runtime) {
     let ok = wait_until(Duration::from_secs(5), || {
         let c = rt.counters();
@@ -293,6 +294,23 @@ pub fn assert_drained(rt: &Runtime) {
         "ringlb still holds pairs or buffers: {:?}",
         rt.counters()
     );
+    for pool in &rt.pools().pools {
+        for s in &pool.servers {
+            assert_eq!(
+                s.live.active(),
+                0,
+                "pool {} server {}: slots still counted",
+                pool.name,
+                s.name
+            );
+        }
+        assert_eq!(
+            pool.queue.len(),
+            0,
+            "pool {}: clients still counted in the queue",
+            pool.name
+        );
+    }
 }
 
 /// Open fds of this process.
