@@ -226,6 +226,90 @@ mod tests {
         assert_eq!(room.len(), 2);
     }
 
+    /// Two threads run the shards' protocol (queue.rs) against one slot:
+    /// join and publish, free the slot and claim the oldest head, serve it
+    /// or hand it over, answer every claim by publishing the next head.
+    /// Every client is served exactly once, in ticket order per thread,
+    /// and nothing is left claimed or counted.
+    #[test]
+    fn two_threads_serve_every_client_once() {
+        use std::collections::VecDeque;
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+
+        use crossbeam_queue::ArrayQueue;
+
+        const CLIENTS: u64 = 20_000;
+        let room = Arc::new(WaitingRoom::new(2));
+        let slot = Arc::new(AtomicBool::new(false)); // true: taken
+        let mail: Arc<[ArrayQueue<()>; 2]> = Arc::new([ArrayQueue::new(1), ArrayQueue::new(1)]);
+        let served = Arc::new(AtomicU64::new(0));
+        let run = |me: usize| {
+            let (room, slot, mail, served) =
+                (room.clone(), slot.clone(), mail.clone(), served.clone());
+            std::thread::spawn(move || {
+                let mut fifo: VecDeque<u64> = VecDeque::new();
+                let mut joined = 0;
+                let mut seen = Vec::new();
+                let publish = |fifo: &VecDeque<u64>, force: bool| {
+                    room.publish_head(me, fifo.front().copied().unwrap_or(EMPTY), force)
+                };
+                // Serves this thread's head (its claim is ours to answer).
+                let serve = |fifo: &mut VecDeque<u64>, seen: &mut Vec<u64>| -> bool {
+                    let took = !slot.swap(true, Ordering::SeqCst);
+                    if took {
+                        if let Some(t) = fifo.pop_front() {
+                            room.leave();
+                            seen.push(t);
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // Done at once: the slot is free again.
+                        slot.store(false, Ordering::SeqCst);
+                    }
+                    publish(fifo, true);
+                    took
+                };
+                while served.load(Ordering::SeqCst) < CLIENTS {
+                    if joined < CLIENTS / 2 {
+                        let t = room.join(0).unwrap();
+                        fifo.push_back(t);
+                        joined += 1;
+                        if fifo.len() == 1 {
+                            publish(&fifo, false);
+                        }
+                    }
+                    if mail[me].pop().is_some() {
+                        serve(&mut fifo, &mut seen);
+                    }
+                    // A slot may be free: give it to the oldest head.
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                    if !room.is_empty() && !slot.load(Ordering::SeqCst) {
+                        match room.claim_oldest() {
+                            Some(t) if t == me => {
+                                serve(&mut fifo, &mut seen);
+                            }
+                            Some(t) => assert!(mail[t].push(()).is_ok(), "one claim per head"),
+                            None => {}
+                        }
+                    }
+                }
+                seen
+            })
+        };
+        let (a, b) = (run(0), run(1));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        assert_eq!(a.len() as u64 + b.len() as u64, CLIENTS);
+        for seen in [&a, &b] {
+            assert!(seen.windows(2).all(|w| w[0] < w[1]), "in ticket order");
+        }
+        let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len() as u64, CLIENTS, "each exactly once");
+        assert_eq!(room.len(), 0);
+        assert!(!room.any_claimed());
+    }
+
     #[test]
     fn estimated_wait_is_queue_times_hold_over_slots() {
         let room = WaitingRoom::new(1);
