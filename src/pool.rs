@@ -69,6 +69,8 @@ pub struct Server {
     pub backup: bool,
     /// The most connections at once over every shard (0: no limit).
     pub maxconn: u32,
+    /// Active checks apply to it (when its pool has them).
+    pub check: bool,
     pub live: Arc<ServerLive>,
 }
 
@@ -81,6 +83,7 @@ impl Server {
             weight,
             backup,
             maxconn,
+            check: true,
             live: Arc::new(ServerLive::default()),
         }
     }
@@ -134,7 +137,10 @@ impl Pool {
             servers: p
                 .servers
                 .iter()
-                .map(|s| Server::new(&s.name, s.addr, s.weight, s.backup, s.maxconn))
+                .map(|s| Server {
+                    check: s.check,
+                    ..Server::new(&s.name, s.addr, s.weight, s.backup, s.maxconn)
+                })
                 .collect(),
             stick: p.policy.stick.map(|c| StickTable::new(c.size, c.expire)),
             queue: WaitingRoom::new(shards),

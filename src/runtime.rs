@@ -16,6 +16,7 @@ use uring_kit::{RingError, RingFlags};
 
 use crate::budget::{self, BudgetError, ConnBudget, FdPlan};
 use crate::config::Config;
+use crate::health::{Checker, CheckerError};
 use crate::net::{bind_reuseport_group, close_fd};
 use crate::pool::Pools;
 use crate::shard::{
@@ -45,6 +46,8 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error("shard {0} stopped during start-up")]
     ShardDied(usize),
+    #[error(transparent)]
+    Checker(#[from] CheckerError),
 }
 
 /// A bound listener.
@@ -72,6 +75,8 @@ pub struct Runtime {
     ring_flags: RingFlags,
     recv_limit: bool,
     stopping: bool,
+    /// Active health checks, when a pool has them.
+    checker: Option<Checker>,
 }
 
 impl Runtime {
@@ -138,6 +143,7 @@ impl Runtime {
             ring_flags: RingFlags::Plain,
             recv_limit,
             stopping: false,
+            checker: None,
         };
         let mut per_shard = per_shard.into_iter();
         for (id, cpu) in cpus.into_iter().enumerate() {
@@ -212,6 +218,7 @@ impl Runtime {
             }
         }
         runtime.ring_flags = ring_flags;
+        runtime.checker = Checker::start(pools)?;
         Ok(runtime)
     }
 
@@ -294,6 +301,9 @@ impl Runtime {
     /// for every shard thread to end. Counters stay readable.
     pub fn stop(&mut self, grace: Duration) {
         self.stopping = true;
+        if let Some(mut c) = self.checker.take() {
+            c.stop();
+        }
         for (link, thread) in self.links.iter().zip(&self.threads) {
             if link.wake < 0 {
                 continue;

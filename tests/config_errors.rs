@@ -474,3 +474,132 @@ fn check_command_prints_every_kind_of_error() {
         assert!(stderr.contains(&expected), "`{expected}` in:\n{stderr}");
     }
 }
+
+/// The pool policies resolve: algorithm settings, the waiting room,
+/// ejection, slow start, stickiness and checks.
+#[test]
+fn pool_policies_resolve() {
+    let text = r#"
+[timeouts]
+queue = "2s"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+pool = "app"
+
+[[pool]]
+name = "app"
+balance = "leasttime"
+leasttime_observe = "ttfb"
+ewma_window = "5s"
+allbackups = true
+maxqueue = 100
+slowstart = "30s"
+outlier = { consecutive_failures = 4, ejection = "2s", max_ejection = "1m" }
+stick = { on = "src", expire = "10m", size = 5000 }
+check = { kind = "http", interval = "1s", timeout = "500ms", rise = 3, fall = 2, jitter = "20%", path = "/healthz", host = "app", expect = "2xx,301" }
+servers = [
+  { name = "a", addr = "127.0.0.1:9001", maxconn = 8 },
+  { name = "b", addr = "127.0.0.1:9002", check = false },
+]
+
+[[pool]]
+name = "hashed"
+balance = "hash"
+hash_key = "src_port"
+table_size = 655373
+servers = [{ name = "a", addr = "127.0.0.1:9001" }]
+"#;
+    let c = Config::parse(text, Path::new("lb.toml")).unwrap();
+    let p = &c.pools[0].policy;
+    assert_eq!(c.timeouts.queue.as_secs(), 2);
+    assert_eq!((p.maxqueue, p.allbackups), (100, true));
+    assert_eq!(p.outlier.unwrap().consecutive_failures, 4);
+    assert_eq!(p.stick.unwrap().size, 5000);
+    let check = p.check.as_ref().unwrap();
+    assert_eq!((check.rise, check.fall, check.jitter_permille), (3, 2, 200));
+    assert!(check.expect.accepts(204) && check.expect.accepts(301) && !check.expect.accepts(302));
+    assert_eq!(c.pools[0].servers[0].maxconn, 8);
+    assert!(c.pools[0].servers[0].check && !c.pools[0].servers[1].check);
+    assert_eq!(c.pools[1].policy.table_size, 655_373);
+}
+
+/// Every bad policy value is reported, with its line and key, in one pass.
+#[test]
+fn bad_pool_policies_are_all_reported() {
+    let text = r#"
+[timeouts]
+queue = "soon"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+pool = "app"
+
+[[pool]]
+name = "app"
+balance = "roundrobin"
+table_size = 65536
+hash_key = "src"
+maxqueue = -1
+outlier = { consecutive_failures = 0, ejection = "10s", max_ejection = "5s" }
+stick = { on = "cookie", size = 0 }
+check = { kind = "udp", interval = "1s", timeout = "2s", rise = 0, jitter = "90%", expect = "ok" }
+servers = [{ name = "a", addr = "127.0.0.1:9001", maxconn = -3 }]
+
+[[pool]]
+name = "hashed"
+balance = "source"
+stick = { on = "src" }
+check = { kind = "tcp", path = "/x" }
+servers = [{ name = "a", addr = "127.0.0.1:9001" }]
+"#;
+    let errs = errors(text);
+    let got: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    let expected = [
+        (Some(3), "timeouts.queue"),
+        (Some(13), "pool[0].table_size"),
+        (Some(13), "pool[0].table_size"),
+        (Some(14), "pool[0].hash_key"),
+        (Some(15), "pool[0].maxqueue"),
+        (Some(16), "pool[0].outlier.consecutive_failures"),
+        (Some(16), "pool[0].outlier.max_ejection"),
+        (Some(17), "pool[0].stick.on"),
+        (Some(17), "pool[0].stick.size"),
+        (Some(18), "pool[0].check.kind"),
+        (Some(18), "pool[0].check.timeout"),
+        (Some(18), "pool[0].check.rise"),
+        (Some(18), "pool[0].check.jitter"),
+        (Some(18), "pool[0].check.expect"),
+        (Some(19), "pool[0].servers[0].maxconn"),
+        (Some(24), "pool[1].stick"),
+        (Some(25), "pool[1].check.path"),
+    ];
+    let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    for want in expected {
+        assert!(
+            got.contains(&want),
+            "{want:?} missing from:\n{}",
+            shown.join("\n")
+        );
+    }
+    assert_eq!(errs.len(), expected.len(), "{}", shown.join("\n"));
+    for needle in [
+        "prime",
+        "applies only to balance = source or hash",
+        "shorter than the first ejection",
+        "cannot stick on `cookie`",
+        "unknown check `udp`",
+        "longer than the interval",
+        "not a status list",
+        "already keeps a client on its server",
+        "applies only to kind = \"http\"",
+    ] {
+        assert!(
+            shown.iter().any(|s| s.contains(needle)),
+            "`{needle}` in:\n{}",
+            shown.join("\n")
+        );
+    }
+}

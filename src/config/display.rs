@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{BalanceKind, Config, HashKey, LeastTimeObserve};
+use super::{BalanceKind, CheckKind, Config, HashKey, LeastTimeObserve};
 
 impl fmt::Display for Config {
     /// The resolved configuration, as `ringlb check` prints it.
@@ -76,6 +76,20 @@ impl fmt::Display for Config {
             if let Some(d) = p.policy.slowstart {
                 write!(f, ", slowstart {d:?}")?;
             }
+            if let Some(c) = &p.policy.check {
+                write!(
+                    f,
+                    ", check {} every {:?} (timeout {:?}, rise {}, fall {})",
+                    match c.kind {
+                        CheckKind::Tcp => "tcp".to_string(),
+                        CheckKind::Http => format!("http {}", c.path),
+                    },
+                    c.interval,
+                    c.timeout,
+                    c.rise,
+                    c.fall
+                )?;
+            }
             if let Some(st) = &p.policy.stick {
                 write!(f, ", stick on src for {:?} (size {})", st.expire, st.size)?;
             }
@@ -85,7 +99,8 @@ impl fmt::Display for Config {
                 if s.maxconn > 0 {
                     write!(f, " maxconn {}", s.maxconn)?;
                 }
-                writeln!(f, "{}", if s.backup { " backup" } else { "" })?;
+                write!(f, "{}", if s.backup { " backup" } else { "" })?;
+                writeln!(f, "{}", if s.check { "" } else { " (not checked)" })?;
             }
         }
         Ok(())

@@ -166,6 +166,80 @@ impl Default for OutlierConfig {
     }
 }
 
+/// What an active health check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connect.
+    Tcp,
+    /// An HTTP/1.1 `GET path`, judged by its status.
+    Http,
+}
+
+/// The statuses an HTTP check accepts: classes (`2xx`) and codes (`204`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect(pub Vec<(u16, u16)>);
+
+impl Expect {
+    /// Parses `2xx`, `200`, or a comma-separated list of them.
+    pub fn parse(s: &str) -> Option<Expect> {
+        let mut ranges = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let b = part.as_bytes();
+            if b.len() != 3 || !(b'1'..=b'5').contains(&b[0]) {
+                return None;
+            }
+            if &part[1..] == "xx" {
+                let c = u16::from(b[0] - b'0') * 100;
+                ranges.push((c, c + 99));
+            } else {
+                let code: u16 = part.parse().ok()?;
+                ranges.push((code, code));
+            }
+        }
+        (!ranges.is_empty()).then_some(Expect(ranges))
+    }
+
+    pub fn accepts(&self, status: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+}
+
+/// Active health checks of a pool's servers (`check = { ... }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckConfig {
+    pub kind: CheckKind,
+    /// Time between two checks of one server.
+    pub interval: Duration,
+    /// Bound on one check, connect to verdict.
+    pub timeout: Duration,
+    /// Successes in a row that bring a down server up.
+    pub rise: u32,
+    /// Failures in a row that take an up server down.
+    pub fall: u32,
+    /// Each interval is varied at random by up to this share (thousandths).
+    pub jitter_permille: u32,
+    pub path: String,
+    /// The `Host` header (default: the server's address).
+    pub host: Option<String>,
+    pub expect: Expect,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            kind: CheckKind::Tcp,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+            jitter_permille: 100,
+            path: "/".into(),
+            host: None,
+            expect: Expect(vec![(200, 399)]),
+        }
+    }
+}
+
 /// Source-address stickiness (`stick = { on = "src", ... }`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StickConfig {
@@ -195,6 +269,8 @@ pub struct ServerConfig {
     /// The most connections open to this server at once, over every shard
     /// (0: no limit). Clients beyond it wait in the pool's queue.
     pub maxconn: u32,
+    /// Active checks apply to this server (`check = false` opts out).
+    pub check: bool,
 }
 
 /// The default Maglev table size (a prime).
@@ -221,6 +297,7 @@ pub struct PoolPolicy {
     /// A server returning to service ramps its weight over this long.
     pub slowstart: Option<Duration>,
     pub stick: Option<StickConfig>,
+    pub check: Option<CheckConfig>,
 }
 
 impl PoolPolicy {
@@ -238,6 +315,7 @@ impl PoolPolicy {
             outlier: None,
             slowstart: None,
             stick: None,
+            check: None,
         }
     }
 }

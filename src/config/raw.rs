@@ -107,7 +107,24 @@ pub(crate) struct RawPool {
     pub outlier: Option<RawOutlier>,
     pub slowstart: Option<Item<String>>,
     pub stick: Option<RawStick>,
+    pub check: Option<RawCheck>,
     pub servers: Option<Item<Vec<RawServer>>>,
+}
+
+/// `check = { ... }` of a pool.
+#[derive(Debug, Default)]
+pub(crate) struct RawCheck {
+    /// The table itself.
+    pub at: Option<Origin>,
+    pub kind: Option<Item<String>>,
+    pub interval: Option<Item<String>>,
+    pub timeout: Option<Item<String>>,
+    pub rise: Option<Item<i64>>,
+    pub fall: Option<Item<i64>>,
+    pub jitter: Option<Item<String>>,
+    pub path: Option<Item<String>>,
+    pub host: Option<Item<String>>,
+    pub expect: Option<Item<String>>,
 }
 
 /// `outlier = { ... }` of a pool.
@@ -137,6 +154,7 @@ pub(crate) struct RawServer {
     pub weight: Option<Item<i64>>,
     pub backup: Option<Item<bool>>,
     pub maxconn: Option<Item<i64>>,
+    pub check: Option<Item<bool>>,
 }
 
 impl RawListener {
@@ -165,6 +183,7 @@ impl RawPool {
             outlier: None,
             slowstart: None,
             stick: None,
+            check: None,
             servers: None,
         }
     }
@@ -178,6 +197,7 @@ impl RawServer {
             weight: None,
             backup: None,
             maxconn: None,
+            check: None,
         }
     }
 }
@@ -499,6 +519,7 @@ impl Reader<'_> {
             "outlier",
             "slowstart",
             "stick",
+            "check",
             "servers",
         ];
         let mut p = RawPool::empty(at);
@@ -524,6 +545,11 @@ impl Reader<'_> {
                         p.stick = Some(self.stick(&key, Origin::Span(v.span()), t));
                     }
                 }
+                "check" => {
+                    if let Some(t) = self.table(&key, v) {
+                        p.check = Some(self.check(&key, Origin::Span(v.span()), t));
+                    }
+                }
                 _ => {
                     let tables = self.tables(&key, v, "an array of server tables");
                     let servers = tables
@@ -543,14 +569,15 @@ impl Reader<'_> {
     fn server(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawServer {
         self.require(path, &at, t, &["name", "addr"]);
         let mut s = RawServer::empty();
-        const KNOWN: &[&str] = &["name", "addr", "weight", "backup", "maxconn"];
+        const KNOWN: &[&str] = &["name", "addr", "weight", "backup", "maxconn", "check"];
         for (name, key, v) in self.fields(path, t, KNOWN) {
             match name {
                 "name" => s.name = self.string(&key, v),
                 "addr" => s.addr = self.string(&key, v),
                 "weight" => s.weight = self.integer(&key, v),
                 "backup" => s.backup = self.boolean(&key, v),
-                _ => s.maxconn = self.integer(&key, v),
+                "maxconn" => s.maxconn = self.integer(&key, v),
+                _ => s.check = self.boolean(&key, v),
             }
         }
         s
@@ -572,6 +599,35 @@ impl Reader<'_> {
             }
         }
         o
+    }
+
+    fn check(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawCheck {
+        const KNOWN: &[&str] = &[
+            "kind", "interval", "timeout", "rise", "fall", "jitter", "path", "host", "expect",
+        ];
+        let mut c = RawCheck {
+            at: Some(at),
+            ..RawCheck::default()
+        };
+        for (name, key, v) in self.fields(path, t, KNOWN) {
+            match name {
+                "rise" => c.rise = self.integer(&key, v),
+                "fall" => c.fall = self.integer(&key, v),
+                _ => {
+                    let s = self.string(&key, v);
+                    match name {
+                        "kind" => c.kind = s,
+                        "interval" => c.interval = s,
+                        "timeout" => c.timeout = s,
+                        "jitter" => c.jitter = s,
+                        "path" => c.path = s,
+                        "host" => c.host = s,
+                        _ => c.expect = s,
+                    }
+                }
+            }
+        }
+        c
     }
 
     fn stick(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawStick {

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use super::error::Report;
 use super::raw::{
-    Item, Origin, RawConfig, RawListener, RawOutlier, RawPool, RawRuntime, RawServer, RawStick,
-    RawTimeouts,
+    Item, Origin, RawCheck, RawConfig, RawListener, RawOutlier, RawPool, RawRuntime, RawServer,
+    RawStick, RawTimeouts,
 };
 use super::values::{online_cpus_ids, parse_duration, parse_size, resolve};
 use super::{
-    BalanceKind, Config, ForwardMode, HashKey, LeastTimeObserve, ListenerConfig, OutlierConfig,
-    PoolConfig, RuntimeConfig, ServerConfig, StickConfig, Timeouts, MAX_MAXCONN, MAX_WEIGHT,
+    BalanceKind, CheckConfig, CheckKind, Config, Expect, ForwardMode, HashKey, LeastTimeObserve,
+    ListenerConfig, OutlierConfig, PoolConfig, RuntimeConfig, ServerConfig, StickConfig, Timeouts,
+    MAX_MAXCONN, MAX_WEIGHT,
 };
 
 /// The largest Maglev table (a prime below 2^24).
@@ -338,6 +339,9 @@ impl Validator<'_> {
         if let Some(o) = &p.outlier {
             pool.policy.outlier = Some(self.outlier(o, &key("outlier")));
         }
+        if let Some(c) = &p.check {
+            pool.policy.check = Some(self.check(c, &key("check")));
+        }
         if p.slowstart.is_some() {
             pool.policy.slowstart =
                 Some(self.duration(&p.slowstart, &key("slowstart"), Duration::ZERO));
@@ -365,6 +369,121 @@ impl Validator<'_> {
                 );
             }
         }
+    }
+
+    fn check(&mut self, c: &RawCheck, key: &str) -> CheckConfig {
+        let d = CheckConfig::default();
+        let k = |f: &str| format!("{key}.{f}");
+        let mut out = CheckConfig {
+            interval: self.duration(&c.interval, &k("interval"), d.interval),
+            timeout: self.duration(&c.timeout, &k("timeout"), d.timeout),
+            ..d
+        };
+        // An unknown kind is reported once, not again for every HTTP key.
+        let mut kind_known = true;
+        if let Some(kind) = &c.kind {
+            match kind.value.as_str() {
+                "tcp" => out.kind = CheckKind::Tcp,
+                "http" => out.kind = CheckKind::Http,
+                other => {
+                    kind_known = false;
+                    self.err(
+                        &kind.at,
+                        &k("kind"),
+                        format!("unknown check `{other}` (expected tcp or http)"),
+                    );
+                }
+            }
+        }
+        if out.timeout > out.interval {
+            let at = c.timeout.as_ref().map(|t| &t.at).or(c.at.as_ref());
+            if let Some(at) = at {
+                self.err(
+                    at,
+                    &k("timeout"),
+                    format!(
+                        "{:?} is longer than the interval ({:?})",
+                        out.timeout, out.interval
+                    ),
+                );
+            }
+        }
+        for (raw, field, slot) in [
+            (&c.rise, "rise", &mut out.rise),
+            (&c.fall, "fall", &mut out.fall),
+        ] {
+            if let Some(r) = raw {
+                match integer_in(r, |n| (1..=100).contains(n)) {
+                    Some(n) => *slot = n,
+                    None => self.err(&r.at, &k(field), "must be from 1 to 100"),
+                }
+            }
+        }
+        if let Some(j) = &c.jitter {
+            let v = j.value.trim();
+            match v
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<u32>().ok())
+            {
+                Some(p) if p <= 50 => out.jitter_permille = p * 10,
+                _ => self.err(
+                    &j.at,
+                    &k("jitter"),
+                    format!("`{v}` is not a share from 0% to 50%"),
+                ),
+            }
+        }
+        let http_only = [("path", &c.path), ("host", &c.host), ("expect", &c.expect)];
+        for (field, raw) in http_only {
+            if let (Some(r), CheckKind::Tcp, true) = (raw, out.kind, kind_known) {
+                self.err(
+                    &r.at,
+                    &k(field),
+                    format!("`{field}` applies only to kind = \"http\""),
+                );
+            }
+        }
+        if let Some(p) = &c.path {
+            if p.value.starts_with('/')
+                && !p.value.bytes().any(|b| b.is_ascii_control() || b == b' ')
+            {
+                out.path = p.value.clone();
+            } else {
+                self.err(
+                    &p.at,
+                    &k("path"),
+                    format!(
+                        "`{}` is not a request path (it starts with /, no spaces)",
+                        p.value
+                    ),
+                );
+            }
+        }
+        if let Some(h) = &c.host {
+            if !h.value.is_empty() && !h.value.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                out.host = Some(h.value.clone());
+            } else {
+                self.err(
+                    &h.at,
+                    &k("host"),
+                    format!("`{}` is not a host name", h.value),
+                );
+            }
+        }
+        if let Some(e) = &c.expect {
+            match Expect::parse(&e.value) {
+                Some(x) => out.expect = x,
+                None => self.err(
+                    &e.at,
+                    &k("expect"),
+                    format!(
+                        "`{}` is not a status list (e.g. \"2xx\", \"200,301\")",
+                        e.value
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     fn outlier(&mut self, o: &RawOutlier, key: &str) -> OutlierConfig {
@@ -486,6 +605,7 @@ impl Validator<'_> {
                     weight,
                     backup: s.backup.as_ref().is_some_and(|b| b.value),
                     maxconn,
+                    check: s.check.as_ref().is_none_or(|c| c.value),
                 });
             }
         }

@@ -258,6 +258,7 @@ pub fn config(
                     weight,
                     backup: false,
                     maxconn: 0,
+                    check: true,
                 })
                 .collect(),
         )],
