@@ -475,20 +475,21 @@ fn check_command_prints_every_kind_of_error() {
     }
 }
 
+/// A file with `timeouts.queue = queue`, one listener `web` for pool `app`
+/// on lines 1-9, and `pools` from line 10.
+fn policies(queue: &str, pools: &str) -> String {
+    format!(
+        "\n[timeouts]\nqueue = \"{queue}\"\n\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\npool = \"app\"\n\n{pools}"
+    )
+}
+
 /// The pool policies resolve: algorithm settings, the waiting room,
 /// ejection, slow start, stickiness and checks.
 #[test]
 fn pool_policies_resolve() {
-    let text = r#"
-[timeouts]
-queue = "2s"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:8080"
-pool = "app"
-
-[[pool]]
+    let text = policies(
+        "2s",
+        r#"[[pool]]
 name = "app"
 balance = "leasttime"
 leasttime_observe = "ttfb"
@@ -510,8 +511,9 @@ balance = "hash"
 hash_key = "src_port"
 table_size = 655373
 servers = [{ name = "a", addr = "127.0.0.1:9001" }]
-"#;
-    let c = Config::parse(text, Path::new("lb.toml")).unwrap();
+"#,
+    );
+    let c = Config::parse(&text, Path::new("lb.toml")).unwrap();
     let p = &c.pools[0].policy;
     assert_eq!(c.timeouts.queue.as_secs(), 2);
     assert_eq!((p.maxqueue, p.allbackups), (100, true));
@@ -528,16 +530,9 @@ servers = [{ name = "a", addr = "127.0.0.1:9001" }]
 /// Every bad policy value is reported, with its line and key, in one pass.
 #[test]
 fn bad_pool_policies_are_all_reported() {
-    let text = r#"
-[timeouts]
-queue = "soon"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:8080"
-pool = "app"
-
-[[pool]]
+    let text = policies(
+        "soon",
+        r#"[[pool]]
 name = "app"
 balance = "roundrobin"
 table_size = 65536
@@ -554,8 +549,9 @@ balance = "source"
 stick = { on = "src" }
 check = { kind = "tcp", path = "/x" }
 servers = [{ name = "a", addr = "127.0.0.1:9001" }]
-"#;
-    let errs = errors(text);
+"#,
+    );
+    let errs = errors(&text);
     let got: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
     let expected = [
         (Some(3), "timeouts.queue"),
