@@ -66,9 +66,11 @@ pub struct RunArgs {
     /// Quick mode: connect attempts after the first failure (default 2).
     #[arg(long)]
     pub retries: Option<u32>,
-    /// Seconds open connections may take to finish on SIGTERM/SIGINT.
-    #[arg(long, default_value_t = 10)]
-    pub grace: u64,
+    /// Seconds open connections may take to finish on SIGTERM/SIGINT
+    /// (default 30; overrides `runtime.grace`). A second signal resets
+    /// them at once.
+    #[arg(long)]
+    pub grace: Option<u64>,
 }
 
 /// A flag's value as the schema holds integers.
@@ -168,6 +170,9 @@ impl RunArgs {
         }
         if let Some(n) = self.maxconn {
             rt.maxconn = Some(from_flag(int(n), "--maxconn"));
+        }
+        if let Some(s) = self.grace {
+            rt.grace = Some(from_flag(format!("{s}s"), "--grace"));
         }
     }
 }

@@ -103,15 +103,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // shard that stopped on its own (see shard/driver.rs).
             let failure = loop {
                 if let Some(signal) = wait_signal(&signals, Duration::from_millis(250)) {
-                    let grace = Duration::from_secs(args.grace);
+                    let grace = config.runtime.grace;
                     tracing::info!(
-                        "{signal:?}: stopping, open connections have {grace:?} to finish"
+                        "{signal:?}: stopping, open connections have {grace:?} to finish (a second signal ends them at once)"
                     );
+                    runtime.request_stop(grace);
+                    while !runtime.stopped() {
+                        if let Some(again) = wait_signal(&signals, Duration::from_millis(100)) {
+                            tracing::warn!("{again:?} again: resetting open connections now");
+                            runtime.request_stop(Duration::ZERO);
+                        }
+                    }
                     runtime.stop(grace);
                     break None;
                 }
                 if let Some(f) = runtime.failure() {
-                    let grace = Duration::from_secs(args.grace);
+                    let grace = config.runtime.grace;
                     tracing::error!(
                         "shard {} failed: {}; stopping (open connections on the other shards have {grace:?} to finish) and exiting with an error so a supervisor restarts ringlb",
                         f.shard,

@@ -297,9 +297,10 @@ impl Runtime {
             })
     }
 
-    /// Stops accepting, lets open pairs finish for up to `grace`, and waits
-    /// for every shard thread to end. Counters stay readable.
-    pub fn stop(&mut self, grace: Duration) {
+    /// Asks every shard to stop accepting and let open pairs finish for up
+    /// to `grace` before resetting the rest; returns at once. Asking again
+    /// with a shorter grace shortens it (`Duration::ZERO`: reset now).
+    pub fn request_stop(&mut self, grace: Duration) {
         self.stopping = true;
         if let Some(mut c) = self.checker.take() {
             c.stop();
@@ -312,6 +313,17 @@ impl Runtime {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+    }
+
+    /// Whether every shard thread has ended.
+    pub fn stopped(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
+    /// Stops accepting, lets open pairs finish for up to `grace`, and waits
+    /// for every shard thread to end. Counters stay readable.
+    pub fn stop(&mut self, grace: Duration) {
+        self.request_stop(grace);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

@@ -41,6 +41,53 @@ fn quick_mode_forwards_and_stops_on_sigterm() {
     );
 }
 
+/// SIGTERM leaves open connections their grace; a second signal resets
+/// them and the process exits at once, with 0.
+#[test]
+fn a_second_signal_stops_at_once() {
+    let a = Backend::start(Behaviour::Echo);
+    let mut cmd = ringlb();
+    cmd.args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--grace",
+        "30",
+    ])
+    .args(["--backend", &a.addr.to_string()]);
+    let lb = Running::start(cmd);
+    let mut held = TcpStream::connect(&lb.addr).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    held.write_all(b"hi").unwrap();
+    let mut back = [0u8; 2];
+    held.read_exact(&mut back).unwrap();
+    lb.signal(libc::SIGTERM);
+    // The open connection keeps working during the grace period.
+    std::thread::sleep(Duration::from_millis(500));
+    held.write_all(b"on").unwrap();
+    held.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"on");
+    let t = std::time::Instant::now();
+    lb.signal(libc::SIGTERM);
+    let (status, waited, log) = lb.wait(Duration::from_secs(10));
+    let log = log.join("\n");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}: {log}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "exited after {waited:?}: {log}"
+    );
+    assert!(
+        log.contains("again: resetting open connections now"),
+        "{log}"
+    );
+    // The held connection was reset, not left open.
+    let mut rest = Vec::new();
+    assert!(matches!(held.read_to_end(&mut rest), Ok(0) | Err(_)));
+}
+
 #[test]
 fn bad_quick_mode_arguments_are_named() {
     let out = ringlb()

@@ -453,7 +453,7 @@ fn check_command_prints_every_error_and_exits_1() {
         &GOOD.replace("shards = 2", "shards = 2\nmaxconn = 5000"),
     );
     assert_eq!(code, Some(0));
-    assert!(stdout.contains("\nmaxconn 5000\n"), "{stdout}");
+    assert!(stdout.contains("\nmaxconn 5000, grace 30s\n"), "{stdout}");
 }
 
 #[test]

@@ -14,8 +14,8 @@ impl fmt::Display for Config {
             rt.shards, rt.cpus, rt.forward, rt.buffers, rt.buffer_size, rt.pipes, rt.pipe_size
         )?;
         match rt.maxconn {
-            Some(n) => writeln!(f, "maxconn {n}")?,
-            None => writeln!(f, "maxconn auto (from RLIMIT_NOFILE)")?,
+            Some(n) => writeln!(f, "maxconn {n}, grace {:?}", rt.grace)?,
+            None => writeln!(f, "maxconn auto (from RLIMIT_NOFILE), grace {:?}", rt.grace)?,
         }
         let t = &self.timeouts;
         writeln!(

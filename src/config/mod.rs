@@ -392,6 +392,9 @@ pub struct RuntimeConfig {
     /// process holds at once, from 1 to [`MAX_MAXCONN`]. `None`: derived at
     /// start from `RLIMIT_NOFILE`.
     pub maxconn: Option<usize>,
+    /// On SIGTERM/SIGINT, how long open connections get to finish before
+    /// the rest are reset.
+    pub grace: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -405,6 +408,7 @@ impl Default for RuntimeConfig {
             pipes: 256,
             pipe_size: 256 * 1024,
             maxconn: None,
+            grace: Duration::from_secs(30),
         }
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct RawRuntime {
     pub pipes: Option<Item<i64>>,
     pub pipe_size: Option<Item<String>>,
     pub maxconn: Option<Item<i64>>,
+    /// Text (`"30s"`); a bare integer from `--grace` is seconds.
+    pub grace: Option<Item<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -449,6 +451,7 @@ impl Reader<'_> {
             "pipes",
             "pipe_size",
             "maxconn",
+            "grace",
         ];
         let mut rt = RawRuntime::default();
         for (name, key, v) in self.fields(path, t, KNOWN) {
@@ -468,7 +471,8 @@ impl Reader<'_> {
                 "buffers" => rt.buffers = self.integer(&key, v),
                 "pipes" => rt.pipes = self.integer(&key, v),
                 "pipe_size" => rt.pipe_size = self.size(&key, v),
-                _ => rt.maxconn = self.integer(&key, v),
+                "maxconn" => rt.maxconn = self.integer(&key, v),
+                _ => rt.grace = self.string(&key, v),
             }
         }
         rt

@@ -142,6 +142,14 @@ impl Validator<'_> {
                 None => self.err(&p.at, "runtime.pipes", "must be from 0 to 65536"),
             }
         }
+        if let Some(g) = &raw.grace {
+            // Zero is allowed: reset everything at once.
+            match parse_duration(&g.value) {
+                Ok(d) if d <= Duration::from_secs(24 * 3600) => rt.grace = d,
+                Ok(_) => self.err(&g.at, "runtime.grace", "must be at most 24h"),
+                Err(message) => self.err(&g.at, "runtime.grace", message),
+            }
+        }
         if let Some(m) = &raw.maxconn {
             match integer_in(m, |n| (1..=MAX_MAXCONN).contains(n)) {
                 Some(n) => rt.maxconn = Some(n),

@@ -180,13 +180,16 @@ impl Shard {
         while let Some(cmd) = self.commands.pop() {
             match cmd {
                 Command::Stop { grace } => {
-                    if self.stop_deadline.is_some() {
+                    // A second stop only ever shortens the first one's grace.
+                    let deadline = self.now + grace;
+                    if self.stop_deadline.is_some_and(|d| d <= deadline) {
                         continue;
                     }
                     tracing::debug!(shard = self.id, ?grace, "stopping");
-                    let deadline = self.now + grace;
+                    if self.stop_deadline.is_none() {
+                        self.stop_accepting();
+                    }
                     self.stop_deadline = Some(deadline);
-                    self.stop_accepting();
                     if grace.is_zero() {
                         self.abort_all();
                         self.arm_timer(deadline + STOP_ESCAPE, Timer::StopEscape);
