@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
-/// Fds kept free for everything that is not a pair or a pipe: log files,
-/// the control side, health checks, name lookups.
+/// Fds kept free for everything that is not a pair, a pipe or a health
+/// check (counted apart, `control_fds`): log files, the control side, name
+/// lookups.
 pub const RESERVED_FDS: u64 = 32;
 
 /// How the open-file limit is spent.
@@ -93,9 +94,10 @@ pub fn plan(
     listeners: usize,
     pipes_per_shard: usize,
     maxconn: Option<usize>,
+    control_fds: u64,
 ) -> Result<FdPlan, BudgetError> {
     let shards_u = shards.max(1) as u64;
-    let fixed = 3 + shards_u * (3 + listeners as u64) + RESERVED_FDS;
+    let fixed = 3 + shards_u * (3 + listeners as u64) + RESERVED_FDS + control_fds;
     let room = nofile.saturating_sub(fixed);
     let wanted_pipe_fds = 2 * shards_u * pipes_per_shard as u64;
     let (maxconn, pipe_fds) = match maxconn {
@@ -174,7 +176,7 @@ mod tests {
 
     #[test]
     fn a_small_limit_is_split_between_pairs_and_pipes() {
-        let p = plan(256, 1, 1, 256, None).unwrap();
+        let p = plan(256, 1, 1, 256, None, 0).unwrap();
         assert_eq!(p.fixed, 3 + 4 + RESERVED_FDS);
         let room = 256 - p.fixed;
         assert!(2 * p.maxconn as u64 + 2 * p.pipes_per_shard as u64 <= room);
@@ -184,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_large_limit_keeps_every_configured_pipe() {
-        let p = plan(20_000, 2, 2, 256, None).unwrap();
+        let p = plan(20_000, 2, 2, 256, None, 0).unwrap();
         assert_eq!(p.pipes_per_shard, 256);
         assert_eq!(
             p.maxconn as u64,
@@ -195,17 +197,17 @@ mod tests {
 
     #[test]
     fn an_explicit_maxconn_comes_before_pipes_or_is_refused() {
-        let p = plan(1000, 1, 1, 256, Some(400)).unwrap();
+        let p = plan(1000, 1, 1, 256, Some(400), 0).unwrap();
         assert_eq!(p.maxconn, 400);
         assert_eq!(p.pipes_per_shard as u64, (1000 - p.fixed - 800) / 2);
-        let e = plan(1000, 1, 1, 256, Some(490)).unwrap_err();
+        let e = plan(1000, 1, 1, 256, Some(490), 0).unwrap_err();
         assert!(matches!(
             e,
             BudgetError::MaxconnTooHigh { maxconn: 490, .. }
         ));
         assert!(e.to_string().contains("runtime.maxconn = 490"), "{e}");
         assert!(matches!(
-            plan(40, 4, 2, 0, None),
+            plan(40, 4, 2, 0, None, 0),
             Err(BudgetError::NoRoom { .. })
         ));
     }

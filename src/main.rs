@@ -107,14 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     tracing::info!(
                         "{signal:?}: stopping, open connections have {grace:?} to finish (a second signal ends them at once)"
                     );
-                    runtime.request_stop(grace);
-                    while !runtime.stopped() {
-                        if let Some(again) = wait_signal(&signals, Duration::from_millis(100)) {
-                            tracing::warn!("{again:?} again: resetting open connections now");
-                            runtime.request_stop(Duration::ZERO);
-                        }
-                    }
-                    runtime.stop(grace);
+                    drain(&mut runtime, &signals, grace);
                     break None;
                 }
                 if let Some(f) = runtime.failure() {
@@ -124,7 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         f.shard,
                         f.reason
                     );
-                    runtime.stop(grace);
+                    drain(&mut runtime, &signals, grace);
                     break Some(f);
                 }
             };
@@ -159,6 +152,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// Stops the runtime, letting open connections finish for up to `grace`;
+/// a stop signal meanwhile resets them at once.
+fn drain(runtime: &mut Runtime, signals: &SigSet, grace: Duration) {
+    runtime.request_stop(grace);
+    while !runtime.stopped() {
+        if let Some(again) = wait_signal(signals, Duration::from_millis(100)) {
+            tracing::warn!("{again:?} again: resetting open connections now");
+            runtime.request_stop(Duration::ZERO);
+        }
+    }
+    runtime.stop(grace);
 }
 
 /// Waits up to `timeout` for one of the blocked `signals`.

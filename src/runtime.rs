@@ -95,6 +95,7 @@ impl Runtime {
             config.listeners.len(),
             config.runtime.pipes,
             config.runtime.maxconn,
+            crate::health::fds_needed(config),
         )?;
         let budget = Arc::new(ConnBudget::new(fd_plan.maxconn));
         let recv_limit = uring_kit::ops::recv_multishot_limit_supported();

@@ -403,6 +403,18 @@ impl Validator<'_> {
                 }
             }
         }
+        let hour = Duration::from_secs(3600);
+        for (raw, field, value) in [
+            (&c.interval, "interval", &mut out.interval),
+            (&c.timeout, "timeout", &mut out.timeout),
+        ] {
+            if *value > hour {
+                if let Some(r) = raw {
+                    self.err(&r.at, &k(field), "must be at most 1h");
+                }
+                *value = hour;
+            }
+        }
         if out.timeout > out.interval {
             let at = c.timeout.as_ref().map(|t| &t.at).or(c.at.as_ref());
             if let Some(at) = at {

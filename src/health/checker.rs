@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::opcode;
 use io_uring::squeue::{Entry, Flags};
-use io_uring::types::{Fd, Timespec};
+use io_uring::types::{CancelBuilder, Fd, Timespec};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use socket2::{Domain, Socket, Type};
@@ -59,6 +59,8 @@ struct Target {
     health: RiseFall,
     phase: Phase,
     fd: RawFd,
+    /// When the current (or last) check started, and its deadline.
+    started: Instant,
     deadline: Instant,
     /// Bumped for every check, so a late completion of an earlier one is
     /// recognised.
@@ -78,6 +80,7 @@ pub struct Loop {
     due: BinaryHeap<Reverse<(Instant, usize)>>,
     rng: SmallRng,
     stop: Arc<AtomicBool>,
+    last_socket_warning: Option<Instant>,
 }
 
 /// Why a check failed, as the log says it.
@@ -114,6 +117,7 @@ impl Loop {
                     health: RiseFall::default(),
                     phase: Phase::Idle,
                     fd: -1,
+                    started: now,
                     deadline: now,
                     generation: 0,
                     request: probe::request(cfg, &server.addr),
@@ -129,6 +133,7 @@ impl Loop {
             due,
             rng,
             stop,
+            last_socket_warning: None,
         }
     }
 
@@ -136,8 +141,46 @@ impl Loop {
         self.targets.len()
     }
 
-    /// Runs until the stop flag is set (or the ring fails).
+    /// Runs until the stop flag is set, or the ring fails: then every
+    /// server the checks marked down is put back in service (a checker that
+    /// cannot run must not keep servers out), and the error is returned.
     pub fn run(mut self) -> std::io::Result<()> {
+        let result = self.run_loop();
+        if result.is_err() {
+            self.fail_open();
+        }
+        // Nothing in the kernel may still point at a target's buffers when
+        // they go: cancel what is in flight; if that is not confirmed, the
+        // targets are leaked rather than freed.
+        let cancelled = self
+            .ring
+            .io_uring()
+            .submitter()
+            .register_sync_cancel(None, CancelBuilder::any());
+        for t in &self.targets {
+            if t.fd >= 0 {
+                close_fd(t.fd);
+            }
+        }
+        match cancelled {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(_) => std::mem::forget(std::mem::take(&mut self.targets)),
+        }
+        result
+    }
+
+    /// Puts back in service every server the checks marked down.
+    fn fail_open(&mut self) {
+        for t in &self.targets {
+            if !t.health.is_up() {
+                let server = &self.pools.pools[t.pool].servers[t.server];
+                server.live.down.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    fn run_loop(&mut self) -> std::io::Result<()> {
         let mut batch: Vec<Completion> = Vec::with_capacity(256);
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -160,13 +203,6 @@ impl Loop {
             self.ring.reap(&mut batch);
             for c in &batch {
                 self.complete(*c)?;
-            }
-        }
-        // Stopping: close what is open (the ring and its operations go with
-        // the loop).
-        for t in &self.targets {
-            if t.fd >= 0 {
-                close_fd(t.fd);
             }
         }
         Ok(())
@@ -206,6 +242,7 @@ impl Loop {
         let addr = self.pools.pools[pi].servers[si].addr;
         let target = &mut self.targets[t];
         target.generation = uring_kit::token::next_generation(target.generation);
+        target.started = now;
         target.deadline = now + target.cfg.timeout;
         let socket = Socket::new(
             Domain::for_address(addr),
@@ -215,12 +252,17 @@ impl Loop {
         let fd = match socket {
             Ok(s) => s.into_raw_fd(),
             Err(e) => {
-                // Out of fds is ringlb's problem, not the server's: try later.
-                tracing::warn!(
-                    pool = %self.pools.pools[pi].name,
-                    server = %self.pools.pools[pi].servers[si].name,
-                    "cannot create a check socket: {e}"
-                );
+                // Out of fds is ringlb's problem, not the server's: try
+                // later (logged at most once a minute).
+                let quiet = Duration::from_secs(60);
+                if self.last_socket_warning.is_none_or(|at| now - at >= quiet) {
+                    self.last_socket_warning = Some(now);
+                    tracing::warn!(
+                        pool = %self.pools.pools[pi].name,
+                        server = %self.pools.pools[pi].servers[si].name,
+                        "cannot create a check socket: {e}; checks wait"
+                    );
+                }
                 self.schedule(t, now);
                 return Ok(());
             }
@@ -349,16 +391,20 @@ impl Loop {
             }
             None => {}
         }
-        self.schedule(t, Instant::now());
+        // From the check's start: a check's own length does not stretch the
+        // period.
+        let started = self.targets[t].started;
+        self.schedule(t, started);
         Ok(())
     }
 
-    /// Schedules target `t`'s next check one interval (± jitter) from now.
-    fn schedule(&mut self, t: usize, now: Instant) {
+    /// Schedules target `t`'s next check one interval (± jitter) after
+    /// `from`.
+    fn schedule(&mut self, t: usize, from: Instant) {
         let cfg = &self.targets[t].cfg;
         let jitter = f64::from(cfg.jitter_permille) / 1000.0;
         let factor = 1.0 + jitter * (2.0 * self.rng.random::<f64>() - 1.0);
         self.due
-            .push(Reverse((now + cfg.interval.mul_f64(factor), t)));
+            .push(Reverse((from + cfg.interval.mul_f64(factor), t)));
     }
 }

@@ -28,6 +28,22 @@ use crate::pool::Pools;
 /// two at a time).
 const SQ_ENTRIES: u32 = 1024;
 
+/// The fds health checks may hold at once: one socket per checked server
+/// (a check in progress), and the checker's ring.
+pub fn fds_needed(config: &crate::config::Config) -> u64 {
+    let checked: usize = config
+        .pools
+        .iter()
+        .filter(|p| p.policy.check.is_some())
+        .map(|p| p.servers.iter().filter(|s| s.check).count())
+        .sum();
+    if checked == 0 {
+        0
+    } else {
+        checked as u64 + 1
+    }
+}
+
 /// Why the checker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckerError {
@@ -67,7 +83,9 @@ impl Checker {
                 };
                 let _ = ready_tx.send(Ok(lp.targets()));
                 if let Err(e) = lp.run() {
-                    tracing::error!("health checks stopped: {e}; servers keep their last state");
+                    tracing::error!(
+                        "health checks stopped: {e}; every server they had marked down is back in service (unchecked) until ringlb restarts"
+                    );
                 }
             })
             .map_err(CheckerError::Thread)?;

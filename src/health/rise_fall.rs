@@ -27,7 +27,6 @@ impl Default for RiseFall {
 }
 
 impl RiseFall {
-    #[cfg(test)]
     pub fn is_up(&self) -> bool {
         self.up
     }
