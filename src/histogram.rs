@@ -13,16 +13,12 @@ const POWERS: usize = 32;
 #[derive(Debug)]
 pub struct Histogram {
     counts: Box<[AtomicU64]>,
-    total: AtomicU64,
-    sum_us: AtomicU64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             counts: (0..POWERS * SUB).map(|_| AtomicU64::new(0)).collect(),
-            total: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
         }
     }
 }
@@ -52,17 +48,6 @@ impl Histogram {
     pub fn record(&self, d: Duration) {
         let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
         self.counts[bucket(us)].fetch_add(1, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
-    }
-
-    pub fn mean(&self) -> Option<Duration> {
-        let n = self.count();
-        (n > 0).then(|| Duration::from_micros(self.sum_us.load(Ordering::Relaxed) / n))
     }
 
     /// The value below which a share `q` (0 to 1) of the samples fall (the
@@ -119,7 +104,5 @@ mod tests {
         let p99 = h.quantile(0.99).unwrap().as_secs_f64() * 1000.0;
         assert!((500.0..=563.0).contains(&p50), "{p50}");
         assert!((990.0..=1114.0).contains(&p99), "{p99}");
-        assert_eq!(h.count(), 1000);
-        assert_eq!(h.mean(), Some(Duration::from_micros(500_500)));
     }
 }

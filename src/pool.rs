@@ -162,13 +162,11 @@ impl Pool {
     /// Server `i`'s weight at `now_ms`, in thousandths: its configured
     /// weight, scaled down while it ramps up after coming back (slow start).
     pub fn weight(&self, i: usize, now_ms: u64) -> u64 {
-        let s = &self.servers[i];
-        let w = u64::from(s.weight) * 1000;
+        let w = u64::from(self.servers[i].weight) * 1000;
         if self.slowstart_ms == 0 || w == 0 {
             return w;
         }
-        let back = s.live.outlier.returned_ms();
-        (w * ramp_permille(back, now_ms, self.slowstart_ms) / 1000).max(1)
+        (w * self.ramp(i, now_ms) / 1000).max(1)
     }
 
     /// The share (thousandths) of its weight server `i` has at `now_ms`.
@@ -202,26 +200,38 @@ impl Pool {
         self.queue.stats_with(self.slots(now_ms))
     }
 
-    /// Whether any server is up with a weight (whatever its ejection).
-    pub fn any_up(&self) -> bool {
-        self.servers.iter().any(|s| s.weight > 0 && s.live.is_up())
+    /// Whether server `i` is up with a weight (whatever its ejection).
+    fn up(&self, i: usize) -> bool {
+        let s = &self.servers[i];
+        s.weight > 0 && s.live.is_up()
     }
 
-    /// Whether `choose` could find a slot now: a server with room among
-    /// the usable primaries, or among the usable backups when no primary is
-    /// usable (backups stand in only for primaries that are gone); when
-    /// every server that is up is ejected, among those up.
-    pub fn has_free_slot(&self, now_ms: u64) -> bool {
-        let n = self.servers.len();
-        let panic = !(0..n).any(|i| self.usable(i, now_ms));
-        let ok = |i: usize| {
-            let s = &self.servers[i];
+    /// Whether any server is up with a weight (whatever its ejection).
+    pub fn any_up(&self) -> bool {
+        (0..self.servers.len()).any(|i| self.up(i))
+    }
+
+    /// Which servers a pick may consider now: the usable ones, or, when
+    /// every server that is up is ejected (panic mode), every one up; and
+    /// whether it is panic mode.
+    pub fn in_service(&self, now_ms: u64) -> (impl Fn(usize) -> bool + '_, bool) {
+        let panic = !(0..self.servers.len()).any(|i| self.usable(i, now_ms));
+        let ok = move |i: usize| {
             if panic {
-                s.weight > 0 && s.live.is_up()
+                self.up(i)
             } else {
                 self.usable(i, now_ms)
             }
         };
+        (ok, panic)
+    }
+
+    /// Whether `choose` could find a slot now: a server with room among
+    /// the primaries in service, or among the backups when no primary is
+    /// (backups stand in only for primaries that are gone).
+    pub fn has_free_slot(&self, now_ms: u64) -> bool {
+        let n = self.servers.len();
+        let (ok, _) = self.in_service(now_ms);
         let primaries = (0..n).any(|i| !self.servers[i].backup && ok(i));
         (0..n).any(|i| ok(i) && self.servers[i].backup != primaries && self.servers[i].has_room())
     }

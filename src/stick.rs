@@ -153,10 +153,6 @@ impl StickTable {
             .filter(|w| self.live(w.load(Ordering::Relaxed), now))
             .count()
     }
-
-    pub fn is_empty(&self, now_ms: u64) -> bool {
-        self.len(now_ms) == 0
-    }
 }
 
 #[cfg(test)]

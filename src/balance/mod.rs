@@ -127,16 +127,7 @@ pub fn choose(
         });
     }
     let n = pool.servers.len();
-    let serving = |i: usize| pool.usable(i, now_ms);
-    let panic = !(0..n).any(serving);
-    let usable = |i: usize| {
-        if panic {
-            let s = &pool.servers[i];
-            s.weight > 0 && s.live.is_up()
-        } else {
-            serving(i)
-        }
-    };
+    let (usable, panic) = pool.in_service(now_ms);
     // Backups stand in for primaries that are gone, not for primaries that
     // are full: while a primary is usable, its clients queue for it.
     let primary = |i: usize, fresh: bool| {
