@@ -211,7 +211,10 @@ fn main() {
 
     println!();
     let mut sticky = pool(BalanceKind::RoundRobin, 16);
-    sticky.stick = Some(StickTable::new(100_000, Duration::from_secs(1800)));
+    sticky.stick = Some(std::sync::Arc::new(StickTable::new(
+        100_000,
+        Duration::from_secs(1800),
+    )));
     println!(
         "roundrobin over 16 servers with `stick` (lookup and refresh every pick): {:.1} ns per pick \
          (without: {:.1} ns)",

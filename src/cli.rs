@@ -1,5 +1,5 @@
-//! The command line: `ringlb run` (from a file or in quick mode) and
-//! `ringlb check`.
+//! The command line: `ringlb run` (from a file or in quick mode),
+//! `ringlb check`, and `ringlb ctl` (the admin API, `control/ctl.rs`).
 //!
 //! Quick mode describes a configuration with flags; it is built in the raw
 //! shape a file is read into, each value naming its flag, and validated by
@@ -37,6 +37,8 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Talk to a running ringlb through its admin API.
+    Ctl(crate::control::ctl::CtlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -210,7 +212,7 @@ mod tests {
         let cli = Cli::try_parse_from([&["ringlb", "run"], args].concat()).unwrap();
         match cli.command {
             Command::Run(args) => args,
-            Command::Check { .. } => unreachable!(),
+            _ => unreachable!(),
         }
     }
 

@@ -13,12 +13,15 @@ const POWERS: usize = 32;
 #[derive(Debug)]
 pub struct Histogram {
     counts: Box<[AtomicU64]>,
+    /// The sum of every sample, in microseconds.
+    sum_us: AtomicU64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             counts: (0..POWERS * SUB).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
         }
     }
 }
@@ -48,6 +51,33 @@ impl Histogram {
     pub fn record(&self, d: Duration) {
         let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
         self.counts[bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Samples per bucket of `bounds` (seconds, ascending; each counts
+    /// what is above the previous bound and at most its own), then a last
+    /// bucket at +Inf for the rest; with the total count and the sum in
+    /// seconds: what a Prometheus histogram is made of (the encoder makes
+    /// the counts cumulative). A sample belongs below a bound when the top
+    /// of its own bucket does, so a bound is exact to within 12.5%.
+    pub fn by_bounds(&self, bounds: &[f64]) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut out: Vec<(f64, u64)> = bounds.iter().map(|&b| (b, 0)).collect();
+        out.push((f64::INFINITY, 0));
+        let mut total = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            let top = upper(i) as f64 / 1e6;
+            let slot = bounds
+                .iter()
+                .position(|&b| top <= b)
+                .unwrap_or(bounds.len());
+            out[slot].1 += n;
+        }
+        (out, total, self.sum_us.load(Ordering::Relaxed) as f64 / 1e6)
     }
 
     /// The value below which a share `q` (0 to 1) of the samples fall (the
@@ -92,6 +122,21 @@ mod tests {
             );
             last = b;
         }
+    }
+
+    #[test]
+    fn by_bounds_puts_each_sample_in_one_bucket() {
+        let h = Histogram::default();
+        for us in [50, 90, 300, 2_000, 5_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        let (buckets, count, sum) = h.by_bounds(&[0.0001, 0.001, 0.01]);
+        assert_eq!(
+            buckets,
+            vec![(0.0001, 2), (0.001, 1), (0.01, 1), (f64::INFINITY, 1)]
+        );
+        assert_eq!(count, 5);
+        assert!((sum - 5.00244).abs() < 1e-9, "{sum}");
     }
 
     #[test]

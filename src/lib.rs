@@ -14,6 +14,7 @@ pub mod budget;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod health;
 pub mod histogram;
 pub mod net;

@@ -9,7 +9,10 @@ use anyhow::Context;
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 use ringlb::cli::{Cli, Command};
+use ringlb::control::admin::Admin;
+use ringlb::control::{notify, Control};
 use ringlb::Runtime;
+use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -50,6 +53,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Ctl(args) => match ringlb::control::ctl::run(&args) {
+            Ok(out) => {
+                print!("{out}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("ringlb ctl: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Run(args) => {
             let config = match args.config() {
                 Ok(c) => c,
@@ -60,91 +73,63 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            // Block the stop signals before any shard thread exists, so they
-            // all inherit the mask and only `wait` below receives them.
+            // Block the signals before any thread exists, so they all
+            // inherit the mask and only `wait_signal` below receives them.
             let mut signals = SigSet::empty();
             signals.add(Signal::SIGINT);
             signals.add(Signal::SIGTERM);
+            signals.add(Signal::SIGHUP);
             signals
                 .thread_block()
-                .context("cannot block SIGINT/SIGTERM")?;
-            let mut runtime = Runtime::start(&config).context("cannot start the data plane")?;
-            for l in runtime.listeners() {
-                let pool = &config.pools[config
-                    .listeners
-                    .iter()
-                    .find(|c| c.name == l.name)
-                    .map_or(0, |c| c.pool)];
-                tracing::info!(
-                    "listener {} on {} -> pool {} ({}, {} servers): {} shard(s), forward {}, ring {:?}",
-                    l.name,
-                    l.addr,
-                    pool.name,
-                    pool.policy.balance.as_str(),
-                    pool.servers.len(),
-                    runtime.shards(),
-                    config.runtime.forward,
-                    runtime.ring_flags()
-                );
-            }
-            let plan = runtime.fd_plan();
-            tracing::info!(
-                "maxconn {} ({}), up to {} pipes per shard, RLIMIT_NOFILE {}",
-                plan.maxconn,
-                if config.runtime.maxconn.is_some() {
-                    "runtime.maxconn"
-                } else {
-                    "from RLIMIT_NOFILE"
-                },
-                plan.pipes_per_shard,
-                plan.nofile
-            );
-            // Wait for a stop signal, looking every quarter second for a
-            // shard that stopped on its own (see shard/driver.rs).
+                .context("cannot block SIGINT/SIGTERM/SIGHUP")?;
+            let runtime = Runtime::start(&config).context("cannot start the data plane")?;
+            log_start(&runtime, &config);
+            let control = Arc::new(Control::new(runtime, Box::new(move || args.config())));
+            let mut admin = match &config.admin {
+                Some(a) => Some(
+                    Admin::start(a.bind, a.token.clone(), control.clone())
+                        .context("cannot start the admin API")?,
+                ),
+                None => None,
+            };
+            notify::ready("serving");
+            // Wait for a signal, looking every quarter second for a shard
+            // that stopped on its own (see shard/driver.rs).
             let failure = loop {
-                if let Some(signal) = wait_signal(&signals, Duration::from_millis(250)) {
-                    let grace = config.runtime.grace;
-                    tracing::info!(
-                        "{signal:?}: stopping, open connections have {grace:?} to finish (a second signal ends them at once)"
-                    );
-                    drain(&mut runtime, &signals, grace);
-                    break None;
+                match wait_signal(&signals, Duration::from_millis(250)) {
+                    Some(Signal::SIGHUP) => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        let _ = control.reload();
+                        continue;
+                    }
+                    Some(signal) => {
+                        let grace = control.lock().config().runtime.grace;
+                        tracing::info!(
+                            "{signal:?}: stopping, open connections have {grace:?} to finish (a second signal ends them at once)"
+                        );
+                        notify::stopping();
+                        drain(&control, &signals, grace);
+                        break None;
+                    }
+                    None => {}
                 }
-                if let Some(f) = runtime.failure() {
-                    let grace = config.runtime.grace;
+                let failed = control.lock().failure();
+                if let Some(f) = failed {
+                    let grace = control.lock().config().runtime.grace;
                     tracing::error!(
                         "shard {} failed: {}; stopping (open connections on the other shards have {grace:?} to finish) and exiting with an error so a supervisor restarts ringlb",
                         f.shard,
                         f.reason
                     );
-                    drain(&mut runtime, &signals, grace);
+                    notify::stopping();
+                    drain(&control, &signals, grace);
                     break Some(f);
                 }
             };
-            let c = runtime.counters();
-            tracing::info!(
-                "stopped: {} connections accepted, {} unserved, {} connect failures, {} ejections",
-                c.accepted,
-                c.unserved,
-                c.connect_failures,
-                c.ejections
-            );
-            for pool in &runtime.pools().pools {
-                let q = pool.queue_stats(ringlb::clock::millis(std::time::Instant::now()));
-                if q.queued > 0 {
-                    tracing::info!(
-                        "pool {}: {} clients queued, {} served from the queue, {} queue timeouts, {} turned away (maxqueue); time queued p50 {:?} p99 {:?}; mean slot hold {:?}",
-                        pool.name,
-                        q.queued,
-                        q.served,
-                        q.timeouts,
-                        q.full,
-                        q.waited_p50.unwrap_or_default(),
-                        q.waited_p99.unwrap_or_default(),
-                        q.mean_hold
-                    );
-                }
+            if let Some(a) = admin.as_mut() {
+                a.stop();
             }
+            log_stop(&control.lock());
             Ok(if failure.is_some() {
                 ExitCode::FAILURE
             } else {
@@ -154,17 +139,77 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Stops the runtime, letting open connections finish for up to `grace`;
-/// a stop signal meanwhile resets them at once.
-fn drain(runtime: &mut Runtime, signals: &SigSet, grace: Duration) {
-    runtime.request_stop(grace);
-    while !runtime.stopped() {
-        if let Some(again) = wait_signal(signals, Duration::from_millis(100)) {
-            tracing::warn!("{again:?} again: resetting open connections now");
-            runtime.request_stop(Duration::ZERO);
+fn log_start(runtime: &Runtime, config: &ringlb::Config) {
+    for l in runtime.listeners() {
+        let pool = &config.pools[l.pool];
+        tracing::info!(
+            "listener {} on {} -> pool {} ({}, {} servers): {} shard(s), forward {}, ring {:?}",
+            l.name,
+            l.addr,
+            pool.name,
+            pool.policy.balance.as_str(),
+            pool.servers.len(),
+            runtime.shards(),
+            config.runtime.forward,
+            runtime.ring_flags()
+        );
+    }
+    let plan = runtime.fd_plan();
+    tracing::info!(
+        "maxconn {} ({}), up to {} pipes per shard, RLIMIT_NOFILE {}",
+        plan.maxconn,
+        if config.runtime.maxconn.is_some() {
+            "runtime.maxconn"
+        } else {
+            "from RLIMIT_NOFILE"
+        },
+        plan.pipes_per_shard,
+        plan.nofile
+    );
+}
+
+fn log_stop(runtime: &Runtime) {
+    let c = runtime.counters();
+    tracing::info!(
+        "stopped: {} connections accepted, {} unserved, {} connect failures, {} ejections",
+        c.accepted,
+        c.unserved,
+        c.connect_failures,
+        c.ejections
+    );
+    for pool in &runtime.pools().pools {
+        let q = pool.queue_stats(ringlb::clock::millis(std::time::Instant::now()));
+        if q.queued > 0 {
+            tracing::info!(
+                "pool {}: {} clients queued, {} served from the queue, {} queue timeouts, {} turned away (maxqueue); time queued p50 {:?} p99 {:?}; mean slot hold {:?}",
+                pool.name,
+                q.queued,
+                q.served,
+                q.timeouts,
+                q.full,
+                q.waited_p50.unwrap_or_default(),
+                q.waited_p99.unwrap_or_default(),
+                q.mean_hold
+            );
         }
     }
-    runtime.stop(grace);
+}
+
+/// Stops the runtime, letting open connections finish for up to `grace`;
+/// a stop signal meanwhile resets them at once.
+fn drain(control: &Control, signals: &SigSet, grace: Duration) {
+    control.lock().request_stop(grace);
+    while !control.lock().stopped() {
+        match wait_signal(signals, Duration::from_millis(100)) {
+            Some(Signal::SIGHUP) => tracing::info!("SIGHUP while stopping: ignored"),
+            Some(again) => {
+                tracing::warn!("{again:?} again: resetting open connections now");
+                control.lock().request_stop(Duration::ZERO);
+            }
+            None => {}
+        }
+    }
+    control.lock().stop(grace);
 }
 
 /// Waits up to `timeout` for one of the blocked `signals`.

@@ -4,7 +4,7 @@
 //! ejection and slow start, latency, the stick table and the waiting room.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
@@ -16,15 +16,17 @@ use crate::peak_ewma::PeakEwma;
 use crate::stick::StickTable;
 use crate::waiting_room::WaitingRoom;
 
-/// Live state of one server, shared by every shard. Laid out by who writes
-/// what: `down` is read on every pick and written rarely, `active` is written
+/// Live state of one server, shared by every shard and carried over by a
+/// reload when the server stays (same pool, same name). Laid out by who
+/// writes what: `state` is read on every pick and written rarely, `active` is written
 /// on every connect and close and read by least-connections picks, and the
 /// attempt totals are written once per connect; each sits on its own cache
 /// line so that writes to one do not slow reads of another.
 #[derive(Debug, Default)]
 pub struct ServerLive {
-    /// True while the server must not be picked (health checks, draining).
-    pub down: CachePadded<AtomicBool>,
+    /// Why the server must not be picked, if it must not: a set of
+    /// [`HEALTH_DOWN`], [`DRAIN`] and [`MAINT`] (0: in service).
+    pub state: CachePadded<AtomicU8>,
     /// Connections open to this server right now (connecting or
     /// connected), summed over all shards: the slots taken against its
     /// `maxconn`. Each shard adds its own connects and closes, and keeps its
@@ -38,13 +40,49 @@ pub struct ServerLive {
     pub latency: CachePadded<PeakEwma>,
 }
 
-/// How a server's connect attempts ended, summed over all shards.
+/// Active health checks failed `fall` times in a row.
+pub const HEALTH_DOWN: u8 = 1;
+/// An operator drains the server: no new connections, open ones finish.
+pub const DRAIN: u8 = 2;
+/// An operator took the server out for maintenance: no new connections,
+/// open ones finish, health checks pause.
+pub const MAINT: u8 = 4;
+
+/// How a server's connect attempts ended, and what its connections
+/// carried, summed over all shards. Connections add their bytes when they
+/// end.
 #[derive(Debug, Default)]
 pub struct Attempts {
     /// Connections established.
     pub connections: AtomicU64,
     /// Connects that failed or timed out.
     pub connect_failures: AtomicU64,
+    /// Bytes sent to the server and received from it, by connections that
+    /// ended.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// How long connects took (successful ones).
+    pub connect_time: crate::histogram::Histogram,
+}
+
+/// A server's state as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    Up,
+    Down,
+    Drain,
+    Maint,
+}
+
+impl ServerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Up => "up",
+            ServerState::Down => "down",
+            ServerState::Drain => "drain",
+            ServerState::Maint => "maint",
+        }
+    }
 }
 
 impl ServerLive {
@@ -52,8 +90,38 @@ impl ServerLive {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// In service: checks pass (or are off) and no operator took it out.
     pub fn is_up(&self) -> bool {
-        !self.down.load(Ordering::Relaxed)
+        self.state.load(Ordering::Relaxed) == 0
+    }
+
+    /// Sets or clears one of the out-of-service reasons; returns whether
+    /// it was set before.
+    pub fn set_flag(&self, flag: u8, on: bool) -> bool {
+        let before = if on {
+            self.state.fetch_or(flag, Ordering::AcqRel)
+        } else {
+            self.state.fetch_and(!flag, Ordering::AcqRel)
+        };
+        before & flag != 0
+    }
+
+    pub fn has_flag(&self, flag: u8) -> bool {
+        self.state.load(Ordering::Acquire) & flag != 0
+    }
+
+    /// What operators see: maintenance first, then draining, then health.
+    pub fn server_state(&self) -> ServerState {
+        let s = self.state.load(Ordering::Acquire);
+        if s & MAINT != 0 {
+            ServerState::Maint
+        } else if s & DRAIN != 0 {
+            ServerState::Drain
+        } else if s & HEALTH_DOWN != 0 {
+            ServerState::Down
+        } else {
+            ServerState::Up
+        }
     }
 }
 
@@ -120,31 +188,64 @@ impl Server {
 #[derive(Debug)]
 pub struct Pool {
     pub name: String,
+    /// Names the pool across reloads (and in shard-to-shard hand-offs),
+    /// where its index may change: kept while a pool of that name stays.
+    pub uid: u32,
     pub policy: PoolPolicy,
     /// Slow start, in milliseconds (0: none).
     pub slowstart_ms: u64,
     pub servers: Vec<Server>,
-    pub stick: Option<StickTable>,
-    pub queue: WaitingRoom,
+    pub stick: Option<Arc<StickTable>>,
+    pub queue: Arc<WaitingRoom>,
 }
 
 impl Pool {
     pub fn from_config(p: &PoolConfig, shards: usize) -> Pool {
+        Pool::carrying_over(p, shards, None)
+    }
+
+    /// The pool `p` describes, keeping from `before` (the pool of the same
+    /// name in the running snapshot) its identity, waiting room, stick
+    /// table (when its settings are the same) and the live state of every
+    /// server that stays (same name and address).
+    pub fn carrying_over(p: &PoolConfig, shards: usize, before: Option<&Pool>) -> Pool {
+        let servers = p
+            .servers
+            .iter()
+            .map(|s| {
+                let live = before
+                    .and_then(|b| b.server(&s.name))
+                    .filter(|old| old.addr == s.addr)
+                    .map(|old| old.live.clone());
+                let mut server = Server::new(&s.name, s.addr, s.weight, s.backup, s.maxconn);
+                server.check = s.check;
+                if let Some(live) = live {
+                    server.live = live;
+                }
+                server
+            })
+            .collect();
+        let stick = match before {
+            Some(b) if b.policy.stick == p.policy.stick => b.stick.clone(),
+            _ => p
+                .policy
+                .stick
+                .map(|c| Arc::new(StickTable::new(c.size, c.expire))),
+        };
         Pool {
             name: p.name.clone(),
+            uid: before.map_or_else(next_uid, |b| b.uid),
             policy: p.policy.clone(),
             slowstart_ms: p.policy.slowstart.map_or(0, crate::clock::ms),
-            servers: p
-                .servers
-                .iter()
-                .map(|s| Server {
-                    check: s.check,
-                    ..Server::new(&s.name, s.addr, s.weight, s.backup, s.maxconn)
-                })
-                .collect(),
-            stick: p.policy.stick.map(|c| StickTable::new(c.size, c.expire)),
-            queue: WaitingRoom::new(shards),
+            servers,
+            stick,
+            queue: before.map_or_else(|| Arc::new(WaitingRoom::new(shards)), |b| b.queue.clone()),
         }
+    }
+
+    /// The server named `name`, if the pool has one.
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.name == name)
     }
 
     /// A pool with default policies over `servers` (tests, benchmarks).
@@ -251,13 +352,36 @@ pub struct Pools {
 
 impl Pools {
     pub fn from_config(config: &Config) -> Arc<Pools> {
+        Pools::carrying_over(config, None)
+    }
+
+    /// The snapshot `config` describes, carrying over from `before` what
+    /// survives (see [`Pool::carrying_over`]).
+    pub fn carrying_over(config: &Config, before: Option<&Pools>) -> Arc<Pools> {
         let shards = config.runtime.shards.max(1);
         Arc::new(Pools {
             pools: config
                 .pools
                 .iter()
-                .map(|p| Pool::from_config(p, shards))
+                .map(|p| Pool::carrying_over(p, shards, before.and_then(|b| b.pool(&p.name))))
                 .collect(),
         })
     }
+
+    /// The pool named `name`, if any.
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The index of the pool whose identity is `uid`, if it is in this
+    /// snapshot.
+    pub fn index_of_uid(&self, uid: u32) -> Option<usize> {
+        self.pools.iter().position(|p| p.uid == uid)
+    }
+}
+
+/// A new pool identity, never given out before in this process.
+fn next_uid() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -20,7 +20,8 @@ use crate::health::{Checker, CheckerError};
 use crate::net::{bind_reuseport_group, close_fd};
 use crate::pool::Pools;
 use crate::shard::{
-    Command, Counters, Mesh, Shard, ShardInitError, ShardLink, ShardSpec, ShardStats,
+    Command, Counters, ListenerSpec, ListenerStats, Mesh, Shard, ShardInitError, ShardLink,
+    ShardSpec, ShardStats,
 };
 
 /// Why the data plane could not start.
@@ -50,11 +51,32 @@ pub enum StartError {
     Checker(#[from] CheckerError),
 }
 
-/// A bound listener.
+/// A bound listener: one listening socket per shard (SO_REUSEPORT).
 #[derive(Debug, Clone)]
 pub struct BoundListener {
+    /// Names this socket group across reloads.
+    pub id: u64,
     pub name: String,
+    /// As configured (port 0 asks the kernel for one).
+    pub bind: SocketAddr,
+    /// As bound.
     pub addr: SocketAddr,
+    /// Index into the running configuration's pools.
+    pub pool: usize,
+    pub stats: Arc<ListenerStats>,
+}
+
+impl BoundListener {
+    /// How a shard is told of it (`fd`: that shard's socket, when new).
+    pub fn spec(&self, fd: Option<RawFd>) -> ListenerSpec {
+        ListenerSpec {
+            id: self.id,
+            name: self.name.clone(),
+            pool: self.pool,
+            fd,
+            stats: self.stats.clone(),
+        }
+    }
 }
 
 /// A shard that stopped on its own.
@@ -66,17 +88,23 @@ pub struct ShardFailure {
 
 /// The running data plane.
 pub struct Runtime {
-    links: Vec<ShardLink>,
+    pub(crate) links: Vec<ShardLink>,
     threads: Vec<JoinHandle<()>>,
-    listeners: Vec<BoundListener>,
-    pools: Arc<Pools>,
+    pub(crate) listeners: Vec<BoundListener>,
+    pub(crate) pools: Arc<Pools>,
+    /// The configuration being served (with changes made through the
+    /// admin API).
+    pub(crate) config: Config,
+    /// The snapshot the shards were last sent.
+    pub(crate) epoch: u32,
+    pub(crate) next_listener_id: u64,
     budget: Arc<ConnBudget>,
     fd_plan: FdPlan,
     ring_flags: RingFlags,
     recv_limit: bool,
     stopping: bool,
     /// Active health checks, when a pool has them.
-    checker: Option<Checker>,
+    pub(crate) checker: Option<Checker>,
 }
 
 impl Runtime {
@@ -107,13 +135,17 @@ impl Runtime {
         }
         let pools = Pools::from_config(config);
         let mesh = Arc::new(Mesh::new(shards, config.pools.len()));
-        // per_shard[i]: shard i's listening fd for each listener, with its pool.
-        let mut per_shard: Vec<Vec<(RawFd, usize)>> = vec![Vec::new(); shards];
+        // per_shard[i]: every listener, with shard i's listening fd.
+        let mut per_shard: Vec<Vec<ListenerSpec>> = vec![Vec::new(); shards];
         let mut listeners = Vec::new();
-        let close_all = |per_shard: &[Vec<(RawFd, usize)>]| {
-            per_shard.iter().flatten().for_each(|&(fd, _)| close_fd(fd));
+        let close_all = |per_shard: &[Vec<ListenerSpec>]| {
+            per_shard
+                .iter()
+                .flatten()
+                .filter_map(|l| l.fd)
+                .for_each(close_fd);
         };
-        for l in &config.listeners {
+        for (id, l) in config.listeners.iter().enumerate() {
             let (fds, addr) = bind_reuseport_group(l.bind, shards).map_err(|source| {
                 close_all(&per_shard);
                 StartError::Bind {
@@ -122,13 +154,18 @@ impl Runtime {
                     source,
                 }
             })?;
-            for (shard, fd) in per_shard.iter_mut().zip(fds) {
-                shard.push((fd, l.pool));
-            }
-            listeners.push(BoundListener {
+            let bound = BoundListener {
+                id: id as u64,
                 name: l.name.clone(),
+                bind: l.bind,
                 addr,
-            });
+                pool: l.pool,
+                stats: Arc::new(ListenerStats::new(shards)),
+            };
+            for (shard, fd) in per_shard.iter_mut().zip(fds) {
+                shard.push(bound.spec(Some(fd)));
+            }
+            listeners.push(bound);
         }
         let cpus = pick_cpus(&config.runtime.cpus, shards);
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -137,8 +174,11 @@ impl Runtime {
         let mut runtime = Runtime {
             links: Vec::new(),
             threads: Vec::new(),
+            next_listener_id: listeners.len() as u64,
             listeners,
             pools: pools.clone(),
+            config: config.clone(),
+            epoch: 0,
             budget: budget.clone(),
             fd_plan,
             ring_flags: RingFlags::Plain,
@@ -240,6 +280,11 @@ impl Runtime {
         &self.pools
     }
 
+    /// The configuration being served.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     pub fn shards(&self) -> usize {
         self.links.len()
     }
@@ -314,6 +359,11 @@ impl Runtime {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+    }
+
+    /// Whether a stop was asked for.
+    pub fn stopping(&self) -> bool {
+        self.stopping
     }
 
     /// Whether every shard thread has ended.

@@ -599,3 +599,50 @@ servers = [{ name = "a", addr = "127.0.0.1:9001" }]
         );
     }
 }
+
+#[test]
+fn the_admin_section_is_checked() {
+    let with = |admin: &str| format!("{admin}\n{GOOD}");
+    // Loopback needs no token; a token from a file is read and trimmed.
+    let c = Config::parse(
+        &with("[admin]\nbind = \"127.0.0.1:9900\""),
+        Path::new("lb.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.admin.unwrap().token, None);
+    let token_file = std::env::temp_dir().join(format!("ringlb-token-{}", std::process::id()));
+    std::fs::write(&token_file, "abc123\n").unwrap();
+    let text = with(&format!(
+        "[admin]\nbind = \"0.0.0.0:9900\"\ntoken_file = \"{}\"",
+        token_file.display()
+    ));
+    let c = Config::parse(&text, Path::new("lb.toml")).unwrap();
+    assert_eq!(c.admin.unwrap().token.as_deref(), Some("abc123"));
+    std::fs::remove_file(&token_file).unwrap();
+    // Anything but loopback without a token is refused.
+    one_error(
+        &with("[admin]\nbind = \"0.0.0.0:9900\""),
+        2,
+        "admin.bind",
+        "not a loopback address",
+    );
+    one_error(
+        &with("[admin]\nbind = \"127.0.0.1:9900\"\ntoken = \"a\"\ntoken_file = \"/x\""),
+        3,
+        "admin.token",
+        "not both",
+    );
+    one_error(
+        &with("[admin]\nbind = \"127.0.0.1:9900\"\ntoken_file = \"/nonexistent/token\""),
+        3,
+        "admin.token_file",
+        "cannot read /nonexistent/token",
+    );
+    one_error(
+        &with("[admin]\ntoken = \"a\""),
+        1,
+        "admin.bind",
+        "is required",
+    );
+    one_error(&with("[admin]\nbind = \"nowhere\""), 2, "admin.bind", "");
+}

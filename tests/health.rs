@@ -70,14 +70,13 @@ fn a_killed_server_is_marked_down_in_time_and_comes_back_after_rise() {
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(addr, stop.clone());
     thread::sleep(Duration::from_millis(300));
-    assert!(!pool.servers[1].live.down.load(Ordering::SeqCst));
+    assert!(!pool.servers[1].live.has_flag(ringlb::pool::HEALTH_DOWN));
 
     let killed = Instant::now();
     drop(b);
     assert!(wait_until(Duration::from_secs(3), || pool.servers[1]
         .live
-        .down
-        .load(Ordering::SeqCst)));
+        .has_flag(ringlb::pool::HEALTH_DOWN)));
     let down_after = killed.elapsed();
     let down_at = Instant::now();
     // fall x interval + timeout, and a tick of slack for the loop.
@@ -91,8 +90,7 @@ fn a_killed_server_is_marked_down_in_time_and_comes_back_after_rise() {
     let restarted = Instant::now();
     assert!(wait_until(Duration::from_secs(3), || !pool.servers[1]
         .live
-        .down
-        .load(Ordering::SeqCst)));
+        .has_flag(ringlb::pool::HEALTH_DOWN)));
     let up_after = restarted.elapsed();
     assert!(up_after <= INTERVAL * 2 + SLACK, "up after {up_after:?}");
     assert!(wait_until(Duration::from_secs(2), || back
@@ -158,7 +156,7 @@ fn an_http_check_follows_the_status_and_unchecked_servers_are_left_alone() {
     }
     let (rt, _addr) = start(&cfg);
     let pool = &rt.pools().pools[0];
-    let down = |i: usize| pool.servers[i].live.down.load(Ordering::SeqCst);
+    let down = |i: usize| pool.servers[i].live.has_flag(ringlb::pool::HEALTH_DOWN);
     assert!(wait_until(Duration::from_secs(2), || lines
         .lock()
         .unwrap()
@@ -212,7 +210,7 @@ fn silent_and_stalled_servers_are_marked_down_on_the_timeout() {
     assert!(wait_until(Duration::from_secs(5), || {
         pool.servers
             .iter()
-            .all(|s| s.live.down.load(Ordering::SeqCst))
+            .all(|s| s.live.has_flag(ringlb::pool::HEALTH_DOWN))
     }));
     // The first check starts within an interval; each takes the timeout.
     let bound = INTERVAL + (INTERVAL + TIMEOUT) * 2 + SLACK;

@@ -193,7 +193,9 @@ fn waiters_are_reset_when_no_server_is_up() {
         .len()
         == 3));
     let pool = &rt.pools().pools[0];
-    pool.servers[0].live.down.store(true, Ordering::SeqCst);
+    pool.servers[0]
+        .live
+        .set_flag(ringlb::pool::HEALTH_DOWN, true);
     let t0 = Instant::now();
     for mut w in waiters {
         assert!(closed_by_peer(&mut w));

@@ -203,10 +203,14 @@ fn a_sticky_client_keeps_its_server_until_expiry_or_failure() {
     // Its server goes down: the client moves, and stays on the new one.
     let first = visit_from("127.0.0.2", addr);
     let i = (first - b'a') as usize;
-    pool.servers[i].live.down.store(true, Ordering::SeqCst);
+    pool.servers[i]
+        .live
+        .set_flag(ringlb::pool::HEALTH_DOWN, true);
     let moved = visit_from("127.0.0.2", addr);
     assert_ne!(moved, first);
-    pool.servers[i].live.down.store(false, Ordering::SeqCst);
+    pool.servers[i]
+        .live
+        .set_flag(ringlb::pool::HEALTH_DOWN, false);
     for _ in 0..5 {
         assert_eq!(visit_from("127.0.0.2", addr), moved);
     }
@@ -246,12 +250,20 @@ fn backups_take_over_when_every_primary_is_gone_and_give_back() {
             v
         };
         assert_eq!(seen(8), b"ab");
-        pool.servers[0].live.down.store(true, Ordering::SeqCst);
+        pool.servers[0]
+            .live
+            .set_flag(ringlb::pool::HEALTH_DOWN, true);
         assert_eq!(seen(8), b"b");
-        pool.servers[1].live.down.store(true, Ordering::SeqCst);
+        pool.servers[1]
+            .live
+            .set_flag(ringlb::pool::HEALTH_DOWN, true);
         assert_eq!(seen(8), if all { b"cd".to_vec() } else { b"c".to_vec() });
-        pool.servers[0].live.down.store(false, Ordering::SeqCst);
-        pool.servers[1].live.down.store(false, Ordering::SeqCst);
+        pool.servers[0]
+            .live
+            .set_flag(ringlb::pool::HEALTH_DOWN, false);
+        pool.servers[1]
+            .live
+            .set_flag(ringlb::pool::HEALTH_DOWN, false);
         assert_eq!(seen(8), b"ab");
         assert_drained(&rt);
     }

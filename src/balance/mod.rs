@@ -428,16 +428,10 @@ mod choose_tests {
         assert_eq!(pick(&p, b.as_mut(), 0), Choice::Full);
         assert!(!p.has_free_slot(NOW), "a free backup slot is not a slot");
         // The primary goes down: the backup stands in.
-        p.servers[0]
-            .live
-            .down
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        p.servers[0].live.set_flag(crate::pool::HEALTH_DOWN, true);
         assert_eq!(server(pick(&p, b.as_mut(), 0)), 1);
         // Everything down: nothing.
-        p.servers[1]
-            .live
-            .down
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        p.servers[1].live.set_flag(crate::pool::HEALTH_DOWN, true);
         assert_eq!(pick(&p, b.as_mut(), 0), Choice::Nothing);
         assert!(!p.any_up());
     }

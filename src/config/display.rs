@@ -23,6 +23,18 @@ impl fmt::Display for Config {
             "timeouts: connect {:?}, client_idle {:?}, server_idle {:?}, queue {:?}",
             t.connect, t.client_idle, t.server_idle, t.queue
         )?;
+        if let Some(a) = &self.admin {
+            writeln!(
+                f,
+                "admin API on {} ({})",
+                a.bind,
+                if a.token.is_some() {
+                    "bearer token required"
+                } else {
+                    "no token"
+                }
+            )?;
+        }
         for l in &self.listeners {
             writeln!(
                 f,

@@ -59,8 +59,19 @@ impl<T> Item<T> {
 pub(crate) struct RawConfig {
     pub runtime: RawRuntime,
     pub timeouts: RawTimeouts,
+    pub admin: Option<RawAdmin>,
     pub listeners: Vec<RawListener>,
     pub pools: Vec<RawPool>,
+}
+
+/// `[admin]`: where the admin API listens, and its bearer token.
+#[derive(Debug)]
+pub(crate) struct RawAdmin {
+    /// The `[admin]` table itself (errors about the section as a whole).
+    pub at: Origin,
+    pub bind: Option<Item<String>>,
+    pub token: Option<Item<String>>,
+    pub token_file: Option<Item<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -408,8 +419,14 @@ impl Reader<'_> {
 
     fn document(&mut self, doc: &DeTable<'_>) -> RawConfig {
         let mut raw = RawConfig::default();
-        for (name, key, v) in self.fields("", doc, &["runtime", "timeouts", "listener", "pool"]) {
+        const SECTIONS: &[&str] = &["runtime", "timeouts", "admin", "listener", "pool"];
+        for (name, key, v) in self.fields("", doc, SECTIONS) {
             match name {
+                "admin" => {
+                    if let Some(t) = self.table(&key, v) {
+                        raw.admin = Some(self.admin(&key, Origin::Span(v.span()), t));
+                    }
+                }
                 "runtime" => {
                     if let Some(t) = self.table(&key, v) {
                         raw.runtime = self.runtime(&key, t);
@@ -439,6 +456,24 @@ impl Reader<'_> {
             }
         }
         raw
+    }
+
+    fn admin(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawAdmin {
+        let mut a = RawAdmin {
+            at,
+            bind: None,
+            token: None,
+            token_file: None,
+        };
+        for (name, key, v) in self.fields(path, t, &["bind", "token", "token_file"]) {
+            let value = self.string(&key, v);
+            match name {
+                "bind" => a.bind = value,
+                "token" => a.token = value,
+                _ => a.token_file = value,
+            }
+        }
+        a
     }
 
     fn runtime(&mut self, path: &str, t: &DeTable<'_>) -> RawRuntime {

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use super::error::Report;
 use super::raw::{
-    Item, Origin, RawCheck, RawConfig, RawListener, RawOutlier, RawPool, RawRuntime, RawServer,
-    RawStick, RawTimeouts,
+    Item, Origin, RawAdmin, RawCheck, RawConfig, RawListener, RawOutlier, RawPool, RawRuntime,
+    RawServer, RawStick, RawTimeouts,
 };
 use super::values::{online_cpus_ids, parse_duration, parse_size, resolve};
 use super::{
-    BalanceKind, CheckConfig, CheckKind, Config, Expect, ForwardMode, HashKey, LeastTimeObserve,
-    ListenerConfig, OutlierConfig, PoolConfig, RuntimeConfig, ServerConfig, StickConfig, Timeouts,
-    MAX_MAXCONN, MAX_WEIGHT,
+    AdminConfig, BalanceKind, CheckConfig, CheckKind, Config, Expect, ForwardMode, HashKey,
+    LeastTimeObserve, ListenerConfig, OutlierConfig, PoolConfig, RuntimeConfig, ServerConfig,
+    StickConfig, Timeouts, MAX_MAXCONN, MAX_WEIGHT,
 };
 
 /// The largest Maglev table (a prime below 2^24).
@@ -39,6 +39,7 @@ pub(crate) fn validate(raw: RawConfig, report: &mut Report) -> Config {
     let mut v = Validator { report };
     let runtime = v.runtime(raw.runtime);
     let timeouts = v.timeouts(raw.timeouts);
+    let admin = raw.admin.as_ref().and_then(|a| v.admin(a));
     let pools = v.pools(&raw.pools);
     let listeners = v.listeners(&raw.listeners, &raw.pools);
     if raw.listeners.is_empty() {
@@ -48,6 +49,7 @@ pub(crate) fn validate(raw: RawConfig, report: &mut Report) -> Config {
     Config {
         runtime,
         timeouts,
+        admin,
         listeners,
         pools,
     }
@@ -186,6 +188,64 @@ impl Validator<'_> {
             server_idle: self.duration(&raw.server_idle, "timeouts.server_idle", d.server_idle),
             queue: self.duration(&raw.queue, "timeouts.queue", d.queue),
         }
+    }
+
+    fn admin(&mut self, raw: &RawAdmin) -> Option<AdminConfig> {
+        let Some(bind) = &raw.bind else {
+            self.err(
+                &raw.at,
+                "admin.bind",
+                "is required (e.g. \"127.0.0.1:9900\")",
+            );
+            return None;
+        };
+        let addr = self.address(bind, "admin.bind");
+        let token = match (&raw.token, &raw.token_file) {
+            (Some(t), Some(_)) => {
+                self.err(
+                    &t.at,
+                    "admin.token",
+                    "set either token or token_file, not both",
+                );
+                None
+            }
+            (Some(t), None) => {
+                if t.value.trim().is_empty() {
+                    self.err(&t.at, "admin.token", "must not be empty");
+                }
+                Some(t.value.clone())
+            }
+            (None, Some(f)) => match std::fs::read_to_string(&f.value) {
+                Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
+                Ok(_) => {
+                    self.err(&f.at, "admin.token_file", format!("{} is empty", f.value));
+                    None
+                }
+                Err(e) => {
+                    self.err(
+                        &f.at,
+                        "admin.token_file",
+                        format!("cannot read {}: {e}", f.value),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let addr = addr?;
+        if token.is_none()
+            && raw.token.is_none()
+            && raw.token_file.is_none()
+            && !addr.ip().is_loopback()
+        {
+            self.err(
+                &bind.at,
+                "admin.bind",
+                format!("{addr} is not a loopback address: anyone who reaches it could drain servers or reload; set admin.token or admin.token_file"),
+            );
+            return None;
+        }
+        Some(AdminConfig { bind: addr, token })
     }
 
     fn address(&mut self, raw: &Item<String>, key: &str) -> Option<SocketAddr> {

@@ -114,7 +114,11 @@ impl Loop {
                     pool: pi,
                     server: si,
                     cfg: cfg.clone(),
-                    health: RiseFall::default(),
+                    health: if server.live.has_flag(crate::pool::HEALTH_DOWN) {
+                        RiseFall::down()
+                    } else {
+                        RiseFall::default()
+                    },
                     phase: Phase::Idle,
                     fd: -1,
                     started: now,
@@ -175,7 +179,7 @@ impl Loop {
         for t in &self.targets {
             if !t.health.is_up() {
                 let server = &self.pools.pools[t.pool].servers[t.server];
-                server.live.down.store(false, Ordering::Release);
+                server.live.set_flag(crate::pool::HEALTH_DOWN, false);
             }
         }
     }
@@ -240,6 +244,14 @@ impl Loop {
     fn start(&mut self, t: usize, now: Instant) -> std::io::Result<()> {
         let (pi, si) = (self.targets[t].pool, self.targets[t].server);
         let addr = self.pools.pools[pi].servers[si].addr;
+        if self.pools.pools[pi].servers[si]
+            .live
+            .has_flag(crate::pool::MAINT)
+        {
+            // Checks pause during maintenance; the last verdict stands.
+            self.schedule(t, now);
+            return Ok(());
+        }
         let target = &mut self.targets[t];
         target.generation = uring_kit::token::next_generation(target.generation);
         target.started = now;
@@ -366,7 +378,7 @@ impl Loop {
         let server = &pool.servers[target.server];
         match change {
             Some(Transition::Down) => {
-                server.live.down.store(true, Ordering::Release);
+                server.live.set_flag(crate::pool::HEALTH_DOWN, true);
                 tracing::warn!(
                     pool = %pool.name,
                     server = %server.name,
@@ -381,7 +393,7 @@ impl Loop {
                     .live
                     .outlier
                     .mark_returned(crate::clock::millis(Instant::now()));
-                server.live.down.store(false, Ordering::Release);
+                server.live.set_flag(crate::pool::HEALTH_DOWN, false);
                 tracing::warn!(
                     pool = %pool.name,
                     server = %server.name,

@@ -27,6 +27,15 @@ impl Default for RiseFall {
 }
 
 impl RiseFall {
+    /// A server already down (carried over by a reload): `rise` successes
+    /// bring it up.
+    pub fn down() -> RiseFall {
+        RiseFall {
+            up: false,
+            streak: 0,
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         self.up
     }

@@ -31,6 +31,7 @@
 //! use them in the same turn of the loop.
 
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use io_uring::cqueue;
@@ -39,6 +40,8 @@ use io_uring::types::Fd;
 
 use super::log_limit::LogKind;
 use super::pair::{Pair, PairState};
+use super::stats::{ListenerCounts, ListenerStats};
+use super::swap::ListenerSpec;
 use super::timers::{Timer, BUDGET_RETRY, RESOURCE_PAUSE};
 use super::token::{Op, Tag};
 use super::Shard;
@@ -74,21 +77,39 @@ pub enum AcceptState {
 }
 
 pub struct Listener {
+    /// See [`ListenerSpec::id`].
+    pub id: u64,
+    pub name: String,
+    /// -1 once closed (removed by a reload, or the shard stopped).
     pub fd: RawFd,
     pub pool: usize,
     pub state: AcceptState,
+    /// A reload removed it: its fd closes once its accept is cancelled.
+    pub removed: bool,
     /// The next back-off; reset by a successful accept.
     backoff: Duration,
+    /// This shard's counts, published to `stats`.
+    pub counts: ListenerCounts,
+    stats: Arc<ListenerStats>,
 }
 
 impl Listener {
-    pub fn new(fd: RawFd, pool: usize) -> Listener {
+    pub fn new(spec: ListenerSpec) -> Listener {
         Listener {
-            fd,
-            pool,
+            id: spec.id,
+            name: spec.name,
+            fd: spec.fd.unwrap_or(-1),
+            pool: spec.pool,
             state: AcceptState::Paused(Pause::Budget),
+            removed: false,
             backoff: BACKOFF_MIN,
+            counts: ListenerCounts::default(),
+            stats: spec.stats,
         }
+    }
+
+    pub fn publish(&self, shard: usize) {
+        self.stats.publish(shard, self.counts);
     }
 }
 
@@ -173,6 +194,12 @@ impl Shard {
                 // Ended on its own (or on the error below): re-armed below.
                 _ => AcceptState::Paused(Pause::Budget),
             };
+            if listener.removed {
+                // Nothing is in flight on it any more.
+                listener.state = AcceptState::Paused(Pause::Stopped);
+                close_fd(listener.fd);
+                listener.fd = -1;
+            }
         }
         if result >= 0 {
             self.listeners[l].backoff = BACKOFF_MIN;
@@ -308,7 +335,11 @@ impl Shard {
         let mut p = Pair::free(generation, self.now);
         p.state = PairState::Waiting;
         p.client = fd;
+        p.listener = l as u32;
+        p.epoch = self.epoch;
         p.pool = self.listeners[l].pool as u32;
+        self.listeners[l].counts.accepted += 1;
+        self.listeners[l].counts.active += 1;
         let pool = &self.pools.pools[p.pool as usize];
         if pool.needs_client_addr() {
             // Multishot accept does not give the peer's address: asked

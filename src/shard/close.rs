@@ -25,6 +25,13 @@ impl Shard {
         self.close(slot);
     }
 
+    /// Counts the client of `slot` as turned away by its listener (no
+    /// server, queue full or timed out).
+    pub(super) fn reject(&mut self, slot: usize) {
+        let l = self.pairs[slot].listener as usize;
+        self.listeners[l].counts.rejected += 1;
+    }
+
     /// Ends the pair: cancels its operations in flight; the fds close once
     /// the last completion is in.
     pub(super) fn close(&mut self, slot: usize) {
@@ -144,6 +151,8 @@ impl Shard {
         p.state = PairState::Free;
         p.generation = uring_kit::token::next_generation(p.generation);
         self.free.push(slot as u32);
+        let l = p.listener as usize;
+        self.listeners[l].counts.active -= 1;
         self.counters.active -= 1;
         self.counters.closed += 1;
         if reset {

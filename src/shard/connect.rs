@@ -20,6 +20,7 @@ use io_uring::types::Fd;
 use super::direction::Event;
 use super::log_limit::LogKind;
 use super::pair::{PairState, Ttfb, DOWN, UP};
+use super::swap::{snapshot, NO_POOL};
 use super::token::{Op, Tag};
 use super::Shard;
 use crate::balance::{self, Choice, Pick};
@@ -61,6 +62,11 @@ impl Shard {
     pub(super) fn connect_with(&mut self, slot: usize, behind_waiters: bool) {
         loop {
             let p = &self.pairs[slot];
+            debug_assert_eq!(p.epoch, self.epoch, "picks use the current snapshot");
+            if p.pool == NO_POOL {
+                self.give_up(slot);
+                return;
+            }
             let pool_i = p.pool as usize;
             let pool = &self.pools.pools[pool_i];
             let now_ms = crate::clock::millis(self.now);
@@ -104,7 +110,7 @@ impl Shard {
         let fd = match server_socket(&server.addr) {
             Ok(fd) => fd,
             Err(e) if is_resource_error(&e) => {
-                self.give_back_pick(pool_i, pick);
+                self.give_back_pick(self.epoch, pool_i, pick);
                 // The spare fd makes room for this one socket; without
                 // it, the client waits for an fd.
                 if self.release_spare_fd() {
@@ -114,7 +120,7 @@ impl Shard {
                 return true;
             }
             Err(e) => {
-                self.give_back_pick(pool_i, pick);
+                self.give_back_pick(self.epoch, pool_i, pick);
                 if self.log.admit(LogKind::SocketError, self.now) {
                     let server = &self.pools.pools[pool_i].servers[si];
                     tracing::warn!(shard = self.id, server = %server.name, "cannot create a socket: {e}");
@@ -170,17 +176,15 @@ impl Shard {
         debug_assert_eq!(p.state, PairState::Connecting);
         let si = p.server_index.expect("connecting without a server") as usize;
         let pool_i = p.pool as usize;
-        let pool = &self.pools.pools[pool_i];
+        let pool = &snapshot(&self.pools, self.epoch, &self.retired, p.epoch).pools[pool_i];
         let server = &pool.servers[si];
         let now_ms = crate::clock::millis(self.now);
         // This result decides the server's trial if the pick claimed it.
         let trial = std::mem::take(&mut p.trial);
         if result == 0 {
-            server
-                .live
-                .attempts
-                .connections
-                .fetch_add(1, Ordering::Relaxed);
+            let attempts = &server.live.attempts;
+            attempts.connections.fetch_add(1, Ordering::Relaxed);
+            attempts.connect_time.record(self.now - p.connect_started);
             if pool.policy.balance == BalanceKind::LeastTime {
                 match pool.policy.leasttime_observe {
                     LeastTimeObserve::Connect => server.live.latency.observe(
@@ -267,7 +271,7 @@ impl Shard {
     /// Whether the pair may try another server.
     fn may_retry(&self, slot: usize) -> bool {
         let p = &self.pairs[slot];
-        p.attempts <= self.pools.pools[p.pool as usize].policy.retries
+        p.pool != NO_POOL && p.attempts <= self.pools.pools[p.pool as usize].policy.retries
     }
 
     /// No server could take the client: it is reset, never left connected
@@ -276,14 +280,19 @@ impl Shard {
         self.counters.unserved += 1;
         if self.log.admit(LogKind::NoServer, self.now) {
             let p = &self.pairs[slot];
+            let pool = snapshot(&self.pools, self.epoch, &self.retired, p.epoch)
+                .pools
+                .get(p.pool as usize)
+                .map_or("(removed by a reload)", |p| p.name.as_str());
             tracing::warn!(
                 shard = self.id,
-                pool = %self.pools.pools[p.pool as usize].name,
+                pool,
                 attempts = p.attempts,
                 "no server could take a client; closing it with a reset"
             );
         }
         self.arm_log_summary();
+        self.reject(slot);
         self.abort(slot);
     }
 
@@ -293,26 +302,52 @@ impl Shard {
     pub(super) fn release_server(&mut self, slot: usize) {
         let p = &mut self.pairs[slot];
         if let Some(si) = p.server_index.take() {
-            let (pool_i, si) = (p.pool as usize, si as usize);
+            let (epoch, pool_i, si) = (p.epoch, p.pool as usize, si as usize);
             let held = self.now.saturating_duration_since(p.connect_started);
             let trial = std::mem::take(&mut p.trial);
-            self.local_active[pool_i][si] -= 1;
-            let pool = &self.pools.pools[pool_i];
-            if pool.servers[si].maxconn > 0 {
+            let bytes = p.bytes;
+            if epoch == self.epoch {
+                self.local_active[pool_i][si] -= 1;
+            } else if let Some(r) = self.retired.iter_mut().find(|r| r.epoch == epoch) {
+                r.local_active[pool_i][si] -= 1;
+            }
+            let pool = &snapshot(&self.pools, self.epoch, &self.retired, epoch).pools[pool_i];
+            let server = &pool.servers[si];
+            server
+                .live
+                .attempts
+                .bytes_in
+                .fetch_add(bytes[UP], Ordering::Relaxed);
+            server
+                .live
+                .attempts
+                .bytes_out
+                .fetch_add(bytes[DOWN], Ordering::Relaxed);
+            if server.maxconn > 0 {
                 pool.queue.record_hold(held);
             }
-            self.give_back_pick(pool_i, Pick { server: si, trial });
+            self.give_back_pick(epoch, pool_i, Pick { server: si, trial });
+            self.leave_snapshot(slot, epoch);
         }
     }
 
-    /// Gives back what `choose` took for a pick (its slot, and its trial
-    /// if the connect gave no result), and lets a waiter have the slot.
-    fn give_back_pick(&mut self, pool_i: usize, pick: Pick) {
-        let server = &self.pools.pools[pool_i].servers[pick.server];
+    /// Gives back what `choose` took for a pick in the snapshot of `epoch`
+    /// (its slot, and its trial if the connect gave no result), and lets a
+    /// waiter have the slot.
+    fn give_back_pick(&mut self, epoch: u32, pool_i: usize, pick: Pick) {
+        let pool = &snapshot(&self.pools, self.epoch, &self.retired, epoch).pools[pool_i];
+        let server = &pool.servers[pick.server];
         if pick.trial {
             server.live.outlier.unclaim_trial();
         }
         server.release();
-        self.slot_freed(pool_i);
+        let current = if epoch == self.epoch {
+            Some(pool_i)
+        } else {
+            self.pools.index_of_uid(pool.uid)
+        };
+        if let Some(i) = current {
+            self.slot_freed(i);
+        }
     }
 }

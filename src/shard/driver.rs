@@ -29,6 +29,7 @@ use super::timers::Timer;
 use super::token::{Op, Tag};
 use super::{Command, Shard};
 use crate::net::{close_fd, set_reset_on_close};
+use crate::pool::Pools;
 
 /// How long past the stop deadline a shard waits for aborted pairs'
 /// completions before it exits anyway.
@@ -179,6 +180,7 @@ impl Shard {
         self.arm_commands();
         while let Some(cmd) = self.commands.pop() {
             match cmd {
+                Command::Swap(swap) => self.swap(*swap),
                 Command::Stop { grace } => {
                     // A second stop only ever shortens the first one's grace.
                     let deadline = self.now + grace;
@@ -277,6 +279,8 @@ impl Shard {
                 }
             }
             self.release_server(slot);
+            let l = self.pairs[slot].listener as usize;
+            self.listeners[l].counts.active -= 1;
             self.pairs[slot].state = PairState::Free;
             self.counters.active -= 1;
         }
@@ -333,12 +337,23 @@ impl Shard {
     /// server must be zero; if a bug left some, take them back from the
     /// servers' shared totals so least-connections does not see phantoms.
     fn reconcile_server_counts(&mut self) {
-        for (p, counts) in self.local_active.iter_mut().enumerate() {
+        let current = (&self.pools, &mut self.local_active);
+        let retired = self
+            .retired
+            .iter_mut()
+            .map(|r| (&r.pools, &mut r.local_active));
+        for (pools, local_active) in std::iter::once(current).chain(retired) {
+            Self::take_back(self.id, pools, local_active);
+        }
+    }
+
+    fn take_back(id: usize, pools: &Pools, local_active: &mut [Vec<u32>]) {
+        for (p, counts) in local_active.iter_mut().enumerate() {
             for (s, n) in counts.iter_mut().enumerate() {
                 if *n > 0 {
-                    let server = &self.pools.pools[p].servers[s];
+                    let server = &pools.pools[p].servers[s];
                     tracing::error!(
-                        shard = self.id,
+                        shard = id,
                         server = %server.name,
                         "{n} connection(s) still counted after the shard stopped; taking them back"
                     );

@@ -14,6 +14,7 @@ use io_uring::types::Fd;
 use super::buffers::GROUP;
 use super::direction::{Action, Ctx, Event, Spliced};
 use super::pair::{PairState, Ttfb, UP};
+use super::swap::snapshot;
 use super::token::{Op, Tag};
 use super::Shard;
 
@@ -56,7 +57,8 @@ impl Shard {
         }
     }
 
-    fn count_bytes(&mut self, d: usize, n: usize) {
+    fn count_bytes(&mut self, slot: usize, d: usize, n: usize) {
+        self.pairs[slot].bytes[d] += n as u64;
         if d == UP {
             self.counters.bytes_up += n as u64;
         } else {
@@ -167,7 +169,7 @@ impl Shard {
             Action::SpliceIn { pipe_write, len } => {
                 let r = splice(self.pairs[slot].source(d), pipe_write, len);
                 if let Spliced::Moved(n) = r {
-                    self.count_bytes(d, n);
+                    self.count_bytes(slot, d, n);
                     self.progress(slot, d, true);
                 }
                 return Some(Event::SplicedIn(r));
@@ -246,7 +248,7 @@ impl Shard {
             Op::Recv if result > 0 => {
                 let bid = cqueue::buffer_select(flags).expect("a receive without a buffer");
                 let buf = self.buffers().take(bid);
-                self.count_bytes(d, result as usize);
+                self.count_bytes(slot, d, result as usize);
                 self.progress(slot, d, true);
                 Event::Received {
                     buf,
@@ -270,7 +272,7 @@ impl Shard {
             Op::PollOut => Event::Writable(result),
             Op::SpliceIn => {
                 if result > 0 {
-                    self.count_bytes(d, result as usize);
+                    self.count_bytes(slot, d, result as usize);
                     self.progress(slot, d, true);
                 }
                 Event::RingIn(result)
@@ -305,7 +307,8 @@ impl Shard {
         let p = &mut self.pairs[slot];
         if let Some(ttfb) = p.progress(d, read, self.now) {
             if let Some(si) = p.server_index {
-                let pool = &self.pools.pools[p.pool as usize];
+                let pool = &snapshot(&self.pools, self.epoch, &self.retired, p.epoch).pools
+                    [p.pool as usize];
                 let now_ms = crate::clock::millis(self.now);
                 pool.servers[si as usize].live.latency.observe(
                     ttfb,

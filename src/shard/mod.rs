@@ -14,6 +14,7 @@
 //!   slots handed between shards.
 //! - `log_limit.rs`: data-path logging that cannot flood.
 //! - `stats.rs`: counters published to the control side.
+//! - `swap.rs`: taking a new snapshot of pools and listeners (a reload).
 
 mod accept;
 mod buffers;
@@ -29,6 +30,7 @@ mod pipes;
 mod queue;
 mod slab;
 mod stats;
+mod swap;
 mod timers;
 mod token;
 
@@ -55,7 +57,8 @@ pub use handoff::Mesh;
 use log_limit::LogLimiter;
 use pipes::PipePool;
 use slab::Slab;
-pub use stats::{Counters, ShardStats};
+pub use stats::{Counters, ListenerCounts, ListenerStats, ShardStats, COUNTER_NAMES};
+pub use swap::{ListenerSpec, Swap};
 use timers::Timer;
 
 /// Submission queue entries per ring; the completion queue is four times larger.
@@ -65,11 +68,13 @@ pub const SQ_ENTRIES: u32 = 4096;
 pub const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// What the control side can ask of a shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Command {
     /// Stop accepting, let open pairs finish for up to `grace`, abort the
     /// rest, and end the thread.
     Stop { grace: Duration },
+    /// Serve a new snapshot of pools and listeners (`swap.rs`).
+    Swap(Box<Swap>),
 }
 
 /// The control side's end of a shard: its command queue, the eventfd that
@@ -83,21 +88,26 @@ pub struct ShardLink {
 impl ShardLink {
     /// Queues `cmd` and wakes the shard. Returns false when the queue is full.
     pub fn send(&self, cmd: Command) -> bool {
-        if self.commands.push(cmd).is_err() {
-            return false;
-        }
+        self.try_send(cmd).is_ok()
+    }
+
+    /// Queues `cmd` and wakes the shard; gives it back when the queue is
+    /// full.
+    pub fn try_send(&self, cmd: Command) -> Result<(), Command> {
+        self.commands.push(cmd)?;
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
         unsafe { libc::write(self.wake, (&one as *const u64).cast(), 8) };
-        true
+        Ok(())
     }
 }
 
 /// Everything a shard thread is started with.
 pub struct ShardSpec {
     pub id: usize,
-    /// This shard's listening fd for each listener, and the pool it feeds.
-    pub listeners: Vec<(RawFd, usize)>,
+    /// Every listener, with this shard's listening fd and the pool it
+    /// feeds.
+    pub listeners: Vec<ListenerSpec>,
     pub pools: Arc<Pools>,
     pub budget: Arc<ConnBudget>,
     pub timeouts: Timeouts,
@@ -133,12 +143,19 @@ pub struct Shard {
     pipes: PipePool,
     pairs: Slab,
     free: Vec<u32>,
+    /// The snapshot new picks use, and its number: a pair's `pool` and
+    /// `server_index` refer to the snapshot its `epoch` names.
     pools: Arc<Pools>,
+    epoch: u32,
     balancers: Vec<Box<dyn Balancer>>,
     /// This shard's exact count of its own pairs per pool and server; the
     /// servers' live atomics hold the sum over shards. Checked against them
     /// when the shard ends, and what is left is taken back from them.
     local_active: Vec<Vec<u32>>,
+    /// Earlier snapshots that pairs of this shard still use (`swap.rs`).
+    retired: Vec<swap::Retired>,
+    /// In the order they came; a removed listener stays, closed, so that
+    /// its index in pairs keeps meaning it.
     listeners: Vec<Listener>,
     /// Pairs waiting for the budget or an fd, oldest first: (slot, generation).
     waiting: VecDeque<(u32, u32)>,
@@ -204,7 +221,12 @@ impl Shard {
     /// Builds the shard's ring and buffers; call on the shard's own thread
     /// (the ring is single-issuer). On error, the listening fds are closed.
     pub fn new(spec: ShardSpec) -> Result<(Shard, RingFlags), ShardInitError> {
-        let close_listeners = || spec.listeners.iter().for_each(|&(fd, _)| close_fd(fd));
+        let close_listeners = || {
+            spec.listeners
+                .iter()
+                .filter_map(|l| l.fd)
+                .for_each(close_fd)
+        };
         let (ring, flags) = Ring::new(SQ_ENTRIES).inspect_err(|_| close_listeners())?;
         let buffers = BufferRing::register(ring.io_uring(), spec.buffers, spec.buffer_size)
             .map_err(ShardInitError::Buffers)
@@ -227,13 +249,11 @@ impl Shard {
                 pairs: Slab::default(),
                 free: Vec::new(),
                 pools: spec.pools,
+                epoch: 0,
                 balancers,
                 local_active,
-                listeners: spec
-                    .listeners
-                    .into_iter()
-                    .map(|(fd, pool)| Listener::new(fd, pool))
-                    .collect(),
+                retired: Vec::new(),
+                listeners: spec.listeners.into_iter().map(Listener::new).collect(),
                 waiting: VecDeque::new(),
                 queues: vec![VecDeque::new(); pools],
                 queue_dirty: vec![false; pools],
@@ -302,5 +322,8 @@ impl Shard {
         }
         self.counters.pipes = self.pipes.created() as u64;
         self.stats.publish(&self.counters);
+        for l in &self.listeners {
+            l.publish(self.id);
+        }
     }
 }

@@ -60,6 +60,11 @@ pub struct Pair {
     pub client: RawFd,
     /// -1 until a server socket exists.
     pub server: RawFd,
+    /// The listener that accepted the client (an index that stays valid:
+    /// see `Shard::listeners`).
+    pub listener: u32,
+    /// The snapshot `pool` and `server_index` refer to (`swap.rs`).
+    pub epoch: u32,
     pub pool: u32,
     /// The server this pair is counted against (connecting or connected).
     pub server_index: Option<u32>,
@@ -91,6 +96,8 @@ pub struct Pair {
     /// When the current connect was submitted (connect time, slot hold).
     pub connect_started: Instant,
     pub ttfb: Ttfb,
+    /// Bytes forwarded client → server and server → client.
+    pub bytes: [u64; 2],
 }
 
 impl Pair {
@@ -100,6 +107,8 @@ impl Pair {
             state: PairState::Free,
             client: -1,
             server: -1,
+            listener: 0,
+            epoch: 0,
             pool: 0,
             server_index: None,
             trial: false,
@@ -117,6 +126,7 @@ impl Pair {
             ticket: 0,
             connect_started: now,
             ttfb: Ttfb::Off,
+            bytes: [0; 2],
         }
     }
 

@@ -63,6 +63,7 @@ impl Shard {
                 );
             }
             self.arm_log_summary();
+            self.reject(slot);
             self.abort(slot);
             return;
         };
@@ -184,7 +185,10 @@ impl Shard {
 
     /// Sends shard `target` the claim on its head waiter in `pool_i`.
     fn hand_over(&mut self, target: usize, pool_i: usize) {
-        if !self.mesh.send(self.id, target, pool_i as u32) {
+        if !self
+            .mesh
+            .send(self.id, target, self.pools.pools[pool_i].uid)
+        {
             // Cannot happen (one claim per pool and target); never leave
             // the head claimed with nobody told.
             tracing::error!(shard = self.id, target, "hand-off queue full");
@@ -212,9 +216,14 @@ impl Shard {
     /// Takes every hand-off sent to this shard.
     pub(super) fn on_handoff(&mut self) {
         for from in 0..self.mesh.shards() {
-            while let Some(pool_i) = self.mesh.receive(from, self.id) {
+            while let Some(uid) = self.mesh.receive(from, self.id) {
                 self.counters.handoffs_received += 1;
-                let pool_i = pool_i as usize;
+                // Named by identity: the sender may be on another snapshot.
+                // A pool this shard no longer has has no waiters here (they
+                // were reset, and the head cleared, when it went).
+                let Some(pool_i) = self.pools.index_of_uid(uid) else {
+                    continue;
+                };
                 self.serve_queued(pool_i);
                 // More room, or the slot this claim was for went unused
                 // here: the next waiter (on any shard) may take it.
@@ -314,6 +323,7 @@ impl Shard {
         self.arm_log_summary();
         // If it was this shard's head, the next waiter is.
         self.publish_head(pool_i, false);
+        self.reject(slot);
         self.abort(slot);
     }
 
@@ -332,6 +342,9 @@ impl Shard {
             self.prune_queue(pool_i);
             if !self.queues[pool_i].is_empty() {
                 waiting = true;
+                // A head cleared without this shard answering (a hand-off
+                // that found no room) is published again.
+                self.publish_head(pool_i, false);
                 let pool = &self.pools.pools[pool_i];
                 let now_ms = crate::clock::millis(self.now);
                 if pool.has_free_slot(now_ms) && !pool.queue.any_claimed() {
@@ -348,8 +361,9 @@ impl Shard {
         }
     }
 
-    /// Resets every waiter of this shard in `pool_i`: no server is up.
-    fn give_up_queued(&mut self, pool_i: usize) {
+    /// Resets every waiter of this shard in `pool_i`: no server is up, or
+    /// the pool is going.
+    pub(super) fn give_up_queued(&mut self, pool_i: usize) {
         while let Some((slot, generation)) = self.queues[pool_i].pop_front() {
             let slot = slot as usize;
             let p = &self.pairs[slot];

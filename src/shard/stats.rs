@@ -10,21 +10,24 @@ use crossbeam_utils::CachePadded;
 /// Declares [`Counters`] and the fixed order in which [`ShardStats`]
 /// publishes them, from one list.
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// A shard's own tallies, kept as plain integers on the hot path.
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
         pub struct Counters {
-            $($(#[$doc])* pub $name: u64,)*
+            $($(#[doc = $doc])* pub $name: u64,)*
         }
 
         const FIELDS: usize = [$(stringify!($name)),*].len();
+
+        /// Every counter's name and its doc comment, in publishing order.
+        pub const COUNTER_NAMES: [(&str, &str); FIELDS] = [$((stringify!($name), concat!($($doc,)*))),*];
 
         impl Counters {
             pub fn add(&mut self, o: &Counters) {
                 $(self.$name += o.$name;)*
             }
 
-            fn to_array(self) -> [u64; FIELDS] {
+            pub fn to_array(self) -> [u64; FIELDS] {
                 [$(self.$name),*]
             }
 
@@ -90,6 +93,47 @@ counters! {
     /// completions / wakes).
     wakes,
     completions,
+}
+
+/// A listener's counters, one cache line per shard (each shard writes only
+/// its own): clients accepted, open now, and turned away (no server, queue
+/// full or timed out).
+#[derive(Debug)]
+pub struct ListenerStats {
+    shards: Box<[CachePadded<[AtomicU64; 3]>]>,
+}
+
+/// A listener's counters summed over the shards.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerCounts {
+    pub accepted: u64,
+    pub active: u64,
+    pub rejected: u64,
+}
+
+impl ListenerStats {
+    pub fn new(shards: usize) -> ListenerStats {
+        ListenerStats {
+            shards: (0..shards).map(|_| CachePadded::default()).collect(),
+        }
+    }
+
+    pub fn publish(&self, shard: usize, c: ListenerCounts) {
+        let f = &self.shards[shard];
+        f[0].store(c.accepted, Ordering::Relaxed);
+        f[1].store(c.active, Ordering::Relaxed);
+        f[2].store(c.rejected, Ordering::Relaxed);
+    }
+
+    pub fn read(&self) -> ListenerCounts {
+        let mut c = ListenerCounts::default();
+        for f in self.shards.iter() {
+            c.accepted += f[0].load(Ordering::Relaxed);
+            c.active += f[1].load(Ordering::Relaxed);
+            c.rejected += f[2].load(Ordering::Relaxed);
+        }
+        c
+    }
 }
 
 /// The published copy of a shard's [`Counters`], one cache line to itself,

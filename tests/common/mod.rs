@@ -241,6 +241,7 @@ pub fn config(
             server_idle: Duration::from_secs(30),
             queue: Duration::from_secs(5),
         },
+        admin: None,
         listeners: vec![ListenerConfig {
             name: "test".into(),
             bind: "127.0.0.1:0".parse().unwrap(),
