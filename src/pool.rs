@@ -38,6 +38,10 @@ pub struct ServerLive {
     pub outlier: CachePadded<Outlier>,
     /// Connect time or time to first byte (`leasttime`).
     pub latency: CachePadded<PeakEwma>,
+    /// Health-check results in a row that disagree with the server's
+    /// checked state (its rise or fall count so far), kept here so that a
+    /// checker started by a reload goes on from it.
+    pub check_streak: std::sync::atomic::AtomicU32,
 }
 
 /// Active health checks failed `fall` times in a row.
@@ -225,8 +229,17 @@ impl Pool {
                 server
             })
             .collect();
+        // Entries name servers by index: the table stays only while the
+        // servers are the same, in the same order.
+        let same_servers = |b: &Pool| {
+            b.servers.len() == p.servers.len()
+                && b.servers
+                    .iter()
+                    .zip(&p.servers)
+                    .all(|(o, n)| o.name == n.name && o.addr == n.addr)
+        };
         let stick = match before {
-            Some(b) if b.policy.stick == p.policy.stick => b.stick.clone(),
+            Some(b) if b.policy.stick == p.policy.stick && same_servers(b) => b.stick.clone(),
             _ => p
                 .policy
                 .stick

@@ -305,3 +305,76 @@ fn tells_systemd_ready_reloading_and_stopping() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// In process: a reload applies new timeouts, removes a listener and its
+/// pool, and keeps a stick table only while its pool's servers stay the
+/// same (its entries name servers by position).
+#[test]
+fn apply_changes_timeouts_listeners_and_stick_tables() {
+    use ringlb::config::{BalanceKind, ForwardMode, ListenerConfig, PoolConfig, StickConfig};
+    let b0 = Backend::start(Behaviour::Echo);
+    let b1 = Backend::start(Behaviour::Echo);
+    let mut cfg = common::config(
+        &[(b0.addr, 1), (b1.addr, 1)],
+        BalanceKind::RoundRobin,
+        2,
+        ForwardMode::Copy,
+    );
+    cfg.pools[0].policy.stick = Some(StickConfig::default());
+    cfg.pools.push(PoolConfig::new(
+        "other",
+        BalanceKind::RoundRobin,
+        cfg.pools[0].servers.clone(),
+    ));
+    cfg.listeners.push(ListenerConfig {
+        name: "other".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        pool: 1,
+    });
+    let mut rt = ringlb::Runtime::start(&cfg).unwrap();
+    let other = rt.listener_addr("other").unwrap();
+    exchange(&other.to_string(), 1).unwrap();
+    let stick = rt.pools().pools[0].stick.clone().unwrap();
+
+    // Same servers, shorter idle timeout, listener and pool "other" gone.
+    let mut next = cfg.clone();
+    next.timeouts.client_idle = Duration::from_millis(300);
+    next.timeouts.server_idle = Duration::from_millis(300);
+    next.listeners.pop();
+    next.pools.pop();
+    let report = rt.apply(next.clone()).unwrap();
+    assert_eq!(report.listeners_removed, vec!["other".to_string()]);
+    assert_eq!(report.pools_removed, vec!["other".to_string()]);
+    assert!(
+        Arc::ptr_eq(&stick, rt.pools().pools[0].stick.as_ref().unwrap()),
+        "same servers: the table stays"
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || TcpStream::connect(other)
+            .is_err()),
+        "the removed listener still accepts"
+    );
+    // The new idle timeout applies to new connections.
+    let addr = rt.listener_addr("test").unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 1];
+    let _ = s.read(&mut buf);
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "closed after {:?}",
+        t.elapsed()
+    );
+
+    // A server removed: a new table.
+    let mut fewer = next.clone();
+    fewer.pools[0].servers.pop();
+    rt.apply(fewer).unwrap();
+    assert!(
+        !Arc::ptr_eq(&stick, rt.pools().pools[0].stick.as_ref().unwrap()),
+        "servers changed: a new table"
+    );
+    exchange(&addr.to_string(), 2).unwrap();
+    rt.stop(Duration::ZERO);
+}

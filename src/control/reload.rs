@@ -30,8 +30,6 @@ pub enum ApplyError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("a shard did not take the new configuration (it stopped)")]
-    ShardGone,
     #[error("ringlb is stopping")]
     Stopping,
     #[error(transparent)]
@@ -159,8 +157,18 @@ impl Runtime {
         let pools = Pools::carrying_over(&config, Some(&self.pools));
         diff_pools(&self.pools, &pools, &mut report);
 
+        // The checks for the new snapshot start before anything changes;
+        // the old ones stop once the shards have it (both running for a
+        // moment only write the same verdicts).
+        let checker = match Checker::start(pools.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                new_fds.into_iter().flatten().flatten().for_each(close_fd);
+                return Err(e.into());
+            }
+        };
+
         self.epoch += 1;
-        let mut delivered = true;
         for (i, link) in self.links.iter().enumerate() {
             let swap = Swap {
                 epoch: self.epoch,
@@ -170,6 +178,7 @@ impl Runtime {
                     .zip(&new_fds)
                     .map(|(l, fds)| l.spec(fds.as_ref().map(|f| f[i])))
                     .collect(),
+                timeouts: config.timeouts,
             };
             let mut cmd = Command::Swap(Box::new(swap));
             loop {
@@ -180,21 +189,26 @@ impl Runtime {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     Err(back) => {
-                        // Its sockets are closed here; the others go on.
+                        // A shard that stopped on its own: the runtime is
+                        // about to stop the process (its failure policy);
+                        // its new sockets are closed here, the others go on.
                         if let Command::Swap(s) = back {
                             s.listeners.iter().filter_map(|l| l.fd).for_each(close_fd);
                         }
-                        delivered = false;
+                        tracing::error!(
+                            shard = i,
+                            "a stopped shard did not take the new configuration"
+                        );
                         break;
                     }
                 }
             }
         }
-        // Health checks start over on the new snapshot; a server no check
-        // covers any more is not held down by an old verdict.
-        if let Some(mut c) = self.checker.take() {
-            c.stop();
+        if let Some(mut old) = std::mem::replace(&mut self.checker, checker) {
+            old.stop();
         }
+        // A server no check covers any more is not held down by an old
+        // verdict.
         for pool in &pools.pools {
             for s in &pool.servers {
                 if pool.policy.check.is_none() || !s.check {
@@ -202,13 +216,9 @@ impl Runtime {
                 }
             }
         }
-        self.pools = pools.clone();
+        self.pools = pools;
         self.listeners = listeners;
         self.config = config;
-        self.checker = Checker::start(pools)?;
-        if !delivered {
-            return Err(ApplyError::ShardGone);
-        }
         Ok(report)
     }
 }

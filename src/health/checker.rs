@@ -114,11 +114,10 @@ impl Loop {
                     pool: pi,
                     server: si,
                     cfg: cfg.clone(),
-                    health: if server.live.has_flag(crate::pool::HEALTH_DOWN) {
-                        RiseFall::down()
-                    } else {
-                        RiseFall::default()
-                    },
+                    health: RiseFall::resume(
+                        !server.live.has_flag(crate::pool::HEALTH_DOWN),
+                        server.live.check_streak.load(Ordering::Relaxed),
+                    ),
                     phase: Phase::Idle,
                     fd: -1,
                     started: now,
@@ -376,6 +375,10 @@ impl Loop {
         let change = target.health.record(result.is_ok(), rise, fall);
         let pool = &self.pools.pools[target.pool];
         let server = &pool.servers[target.server];
+        server
+            .live
+            .check_streak
+            .store(target.health.streak(), Ordering::Relaxed);
         match change {
             Some(Transition::Down) => {
                 server.live.set_flag(crate::pool::HEALTH_DOWN, true);

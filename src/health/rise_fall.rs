@@ -27,13 +27,15 @@ impl Default for RiseFall {
 }
 
 impl RiseFall {
-    /// A server already down (carried over by a reload): `rise` successes
-    /// bring it up.
-    pub fn down() -> RiseFall {
-        RiseFall {
-            up: false,
-            streak: 0,
-        }
+    /// A state carried over from an earlier checker (a reload): up or
+    /// down, and the results in a row that disagree with it so far.
+    pub fn resume(up: bool, streak: u32) -> RiseFall {
+        RiseFall { up, streak }
+    }
+
+    /// Results in a row that disagree with the state so far.
+    pub fn streak(&self) -> u32 {
+        self.streak
     }
 
     pub fn is_up(&self) -> bool {

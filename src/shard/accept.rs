@@ -41,13 +41,13 @@ use io_uring::types::Fd;
 use super::log_limit::LogKind;
 use super::pair::{Pair, PairState};
 use super::stats::{ListenerCounts, ListenerStats};
-use super::swap::ListenerSpec;
+use super::swap::{ListenerSpec, NO_LISTENER_POOL};
 use super::timers::{Timer, BUDGET_RETRY, RESOURCE_PAUSE};
 use super::token::{Op, Tag};
 use super::Shard;
 use crate::balance;
 use crate::config::{ForwardMode, HashKey};
-use crate::net::{close_fd, peer_addr};
+use crate::net::{close_fd, peer_addr, set_reset_on_close};
 
 /// The first back-off after an unexpected accept error.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -203,7 +203,9 @@ impl Shard {
         }
         if result >= 0 {
             self.listeners[l].backoff = BACKOFF_MIN;
-            if self.stop_deadline.is_some() {
+            if self.stop_deadline.is_some() || self.listeners[l].pool == NO_LISTENER_POOL {
+                // Stopping, or a listener a reload removed with its pool.
+                set_reset_on_close(result);
                 close_fd(result);
             } else {
                 self.take_client(l, result);

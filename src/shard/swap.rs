@@ -33,11 +33,15 @@ use super::pair::PairState;
 use super::stats::ListenerStats;
 use super::Shard;
 use crate::balance;
+use crate::config::Timeouts;
 use crate::net::close_fd;
 use crate::pool::Pools;
 
 /// `Pair::pool` of a pair whose pool a reload removed.
 pub const NO_POOL: u32 = u32::MAX;
+
+/// `Listener::pool` of a removed listener whose pool went too.
+pub const NO_LISTENER_POOL: usize = usize::MAX;
 
 /// A new snapshot for a shard.
 #[derive(Debug)]
@@ -47,6 +51,9 @@ pub struct Swap {
     pub pools: Arc<Pools>,
     /// Every listener of the new configuration.
     pub listeners: Vec<ListenerSpec>,
+    /// Apply to what starts from now on (a timer already armed keeps its
+    /// deadline).
+    pub timeouts: Timeouts,
 }
 
 /// A listener as a shard is told of it.
@@ -98,7 +105,11 @@ impl Shard {
             epoch,
             pools,
             listeners,
+            timeouts,
         } = swap;
+        self.timeouts = timeouts;
+        // In place: a linked timeout in flight read its copy at submission.
+        *self.connect_timeout = *super::timespec(timeouts.connect);
         let map: Vec<Option<usize>> = self
             .pools
             .pools
@@ -161,7 +172,7 @@ impl Shard {
         self.epoch = epoch;
         self.balancers = self.pools.pools.iter().map(balance::for_pool).collect();
 
-        self.swap_listeners(listeners);
+        self.swap_listeners(listeners, &map);
         for slot in orphans {
             self.give_up(slot);
         }
@@ -173,7 +184,8 @@ impl Shard {
         );
     }
 
-    fn swap_listeners(&mut self, specs: Vec<ListenerSpec>) {
+    /// `map`: each old pool's index in the new snapshot.
+    fn swap_listeners(&mut self, specs: Vec<ListenerSpec>, map: &[Option<usize>]) {
         let mut kept = vec![false; self.listeners.len()];
         for spec in specs {
             match self
@@ -203,6 +215,10 @@ impl Shard {
                 continue;
             }
             self.listeners[l].removed = true;
+            // Its accept may still bring clients until the cancel lands:
+            // they go to its pool's successor, or are reset.
+            let pool = self.listeners[l].pool;
+            self.listeners[l].pool = map.get(pool).copied().flatten().unwrap_or(NO_LISTENER_POOL);
             self.pause_accept(l, Pause::Stopped);
             let listener = &mut self.listeners[l];
             if let super::accept::AcceptState::Paused(_) = listener.state {
