@@ -228,53 +228,27 @@ fn every_verb_through_http_and_ctl_agrees_with_the_servers() {
     assert_eq!(accepted(&b2), before);
 
     // Errors: unknown pool or server, bad bodies, wrong methods.
-    assert_eq!(
-        lb.call("POST", "/pools/nope/servers/s0/drain", "", Some(TOKEN))
-            .0,
-        404
-    );
-    assert_eq!(
-        lb.call("POST", "/pools/p/servers/nope/drain", "", Some(TOKEN))
-            .0,
-        404
-    );
-    assert_eq!(
-        lb.call("POST", "/pools/p/servers/s0/explode", "", Some(TOKEN))
-            .0,
-        404
-    );
-    assert_eq!(lb.call("GET", "/nowhere", "", Some(TOKEN)).0, 404);
-    assert_eq!(
-        lb.call("PUT", "/pools/p/servers/s0/weight", "heavy", Some(TOKEN))
-            .0,
-        400
-    );
-    assert_eq!(
-        lb.call("PUT", "/pools/p/servers/s0/weight", "999", Some(TOKEN))
-            .0,
-        400
-    );
-    assert_eq!(
-        lb.call("POST", "/pools/p/servers", "{\"name\":1}", Some(TOKEN))
-            .0,
-        400
-    );
-    assert_eq!(
-        lb.call(
+    for (method, path, body, status) in [
+        ("POST", "/pools/nope/servers/s0/drain", "", 404),
+        ("POST", "/pools/p/servers/nope/drain", "", 404),
+        ("POST", "/pools/p/servers/s0/explode", "", 404),
+        ("GET", "/nowhere", "", 404),
+        ("PUT", "/pools/p/servers/s0/weight", "heavy", 400),
+        ("PUT", "/pools/p/servers/s0/weight", "999", 400),
+        ("POST", "/pools/p/servers", r#"{"name":1}"#, 400),
+        (
             "POST",
             "/pools/p/servers",
             r#"{"name":"x","addr":"nowhere"}"#,
-            Some(TOKEN)
-        )
-        .0,
-        400
-    );
-    assert_eq!(
-        lb.call("GET", "/pools/p/servers/s0/drain", "", Some(TOKEN))
-            .0,
-        405
-    );
-    assert_eq!(lb.call("DELETE", "/stats", "", Some(TOKEN)).0, 405);
+            400,
+        ),
+        ("GET", "/pools/p/servers/s0/drain", "", 405),
+        ("DELETE", "/stats", "", 405),
+    ] {
+        let (got, answer) = lb.call(method, path, body, Some(TOKEN));
+        assert_eq!(got, status, "{method} {path} {body}: {answer}");
+        assert!(answer.contains("\"error\""), "{answer}");
+    }
     let (ok, out) = lb.ctl(&["drain", "p", "nope"]);
     assert!(!ok && out.contains("404"), "{out}");
 
@@ -313,51 +287,51 @@ fn metrics_parse_and_agree_with_the_servers() {
     let (status, text) = lb.call("GET", "/metrics", "", None);
     assert_eq!(status, 200);
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    let value = |metric: &str, server: &str| -> f64 {
-        scrape
+    // The sample of `metric` with these labels.
+    let sample = |metric: &str, labels: &[(&str, &str)]| -> &prometheus_parse::Value {
+        &scrape
             .samples
             .iter()
-            .find(|s| s.metric == metric && s.labels.get("server") == Some(server))
-            .map(|s| match &s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => *v,
-                other => panic!("{metric}: {other:?}"),
-            })
-            .unwrap_or_else(|| panic!("no {metric} for {server} in:\n{text}"))
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {metric} {labels:?} in:\n{text}"))
+            .value
+    };
+    // Counters, gauges and (the TYPE line names the family, `…_accepted`,
+    // OpenMetrics style, so this older-format parser reads a `_total`
+    // sample as untyped) untyped samples, as a number.
+    let number = |metric: &str, labels: &[(&str, &str)]| -> f64 {
+        match sample(metric, labels) {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            other => panic!("{metric}: {other:?}"),
+        }
     };
     let mut bytes = 0.0;
     for (name, b) in [("s0", &b0), ("s1", &b1)] {
+        let server = [("server", name)];
+        let value = |metric: &str| number(metric, &server);
+        assert_eq!(value("ringlb_server_connections_total"), accepted(b) as f64);
+        assert_eq!(value("ringlb_server_active"), 0.0);
+        assert_eq!(value("ringlb_server_connect_errors_total"), 0.0);
+        let bytes_in = value("ringlb_server_bytes_in_total");
+        assert_eq!(bytes_in, value("ringlb_server_bytes_out_total"));
+        bytes += bytes_in;
         assert_eq!(
-            value("ringlb_server_connections_total", name),
-            accepted(b) as f64
+            number("ringlb_server_state", &[("server", name), ("state", "up")]),
+            1.0
         );
-        assert_eq!(value("ringlb_server_active", name), 0.0);
-        assert_eq!(value("ringlb_server_connect_errors_total", name), 0.0);
         assert_eq!(
-            value("ringlb_server_bytes_in_total", name),
-            value("ringlb_server_bytes_out_total", name)
+            number(
+                "ringlb_server_state",
+                &[("server", name), ("state", "drain")]
+            ),
+            0.0
         );
-        bytes += value("ringlb_server_bytes_in_total", name);
-        let state = scrape
-            .samples
-            .iter()
-            .find(|s| {
-                s.metric == "ringlb_server_state"
-                    && s.labels.get("server") == Some(name)
-                    && s.labels.get("state") == Some("up")
-            })
-            .unwrap();
-        assert_eq!(state.value, prometheus_parse::Value::Gauge(1.0));
-        let hist = scrape
-            .samples
-            .iter()
-            .find(|s| {
-                s.metric == "ringlb_server_connect_seconds" && s.labels.get("server") == Some(name)
-            })
-            .unwrap_or_else(|| panic!("no histogram in:\n{text}"));
-        let prometheus_parse::Value::Histogram(buckets) = &hist.value else {
-            panic!("not a histogram: {hist:?}");
+        let prometheus_parse::Value::Histogram(buckets) =
+            sample("ringlb_server_connect_seconds", &server)
+        else {
+            panic!("not a histogram");
         };
         let top = buckets.last().unwrap();
         assert!(top.less_than.is_infinite(), "{buckets:?}");
@@ -370,17 +344,9 @@ fn metrics_parse_and_agree_with_the_servers() {
         );
     }
     assert_eq!(bytes, (0..16).map(|i| 1000.0 + i as f64).sum::<f64>());
-    let accepted_total = scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == "ringlb_listener_accepted_total")
-        .unwrap();
-    // The TYPE line names the family (`…_accepted`, OpenMetrics style), so
-    // this older-format parser reads the `_total` sample as untyped.
-    assert!(
-        matches!(accepted_total.value, prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) if v == 16.0),
-        "{:?}",
-        accepted_total.value
+    assert_eq!(
+        number("ringlb_listener_accepted_total", &[("listener", "test")]),
+        16.0
     );
     assert!(scrape
         .samples

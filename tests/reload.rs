@@ -48,6 +48,24 @@ fn exchange(addr: &str, i: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// A fresh directory for one test's files.
+fn test_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// After a SIGTERM: the process must exit 0.
+fn stop_cleanly(lb: Running) {
+    let (status, _, log) = lb.wait(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        log.join("\n")
+    );
+}
+
 fn admin_url(lb: &Running) -> String {
     let ok = wait_until(Duration::from_secs(5), || {
         lb.lines().iter().any(|l| l.contains("admin API on "))
@@ -93,9 +111,7 @@ fn sighup_under_load_adds_removes_and_reweighs_without_an_error() {
     let b0 = Backend::start(Behaviour::Echo);
     let b1 = Backend::start(Behaviour::Echo);
     let b2 = Backend::start(Behaviour::Echo);
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_dir("reload");
     let file = dir.join("lb.toml");
     write_config(
         &file,
@@ -251,21 +267,14 @@ fn sighup_under_load_adds_removes_and_reweighs_without_an_error() {
         ok.load(Ordering::Relaxed)
     );
     lb.signal(libc::SIGTERM);
-    let (status, _, log) = lb.wait(Duration::from_secs(10));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{status:?}: {}",
-        log.join("\n")
-    );
+    stop_cleanly(lb);
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn tells_systemd_ready_reloading_and_stopping() {
     let b0 = Backend::start(Behaviour::Echo);
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("notify-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_dir("notify");
     let file = dir.join("lb.toml");
     write_config(
         &file,
@@ -297,12 +306,7 @@ fn tells_systemd_ready_reloading_and_stopping() {
     assert!(recv().contains("READY=1"));
     lb.signal(libc::SIGTERM);
     assert!(recv().contains("STOPPING=1"));
-    let (status, _, log) = lb.wait(Duration::from_secs(10));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{status:?}: {}",
-        log.join("\n")
-    );
+    stop_cleanly(lb);
     let _ = std::fs::remove_dir_all(dir);
 }
 

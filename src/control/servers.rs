@@ -80,8 +80,14 @@ impl Runtime {
     /// One server's figures, as `/stats` shows them.
     pub fn server_stats(&self, pool: &str, server: &str) -> Result<ServerStats, ApiError> {
         let (p, s) = self.find(pool, server)?;
-        let mut stats = self.stats();
-        Ok(stats.pools.swap_remove(p).servers.swap_remove(s))
+        let pool = &self.pools.pools[p];
+        let now_ms = crate::clock::millis(Instant::now());
+        Ok(super::stats::server_stats(
+            pool,
+            s,
+            &pool.servers[s],
+            now_ms,
+        ))
     }
 
     /// Drains, puts in maintenance, or makes ready a server.

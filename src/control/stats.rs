@@ -55,7 +55,7 @@ pub struct ServerStats {
     pub ejected: bool,
     pub checked: bool,
     #[serde(skip)]
-    pub connect_hist: Option<HistogramView>,
+    pub connect_hist: HistogramView,
 }
 
 /// A connect-time histogram in Prometheus's shape.
@@ -104,7 +104,8 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn server_stats(pool: &Pool, i: usize, s: &Server, now_ms: u64) -> ServerStats {
+/// Server `i` of `pool`'s figures at `now_ms`.
+pub(crate) fn server_stats(pool: &Pool, i: usize, s: &Server, now_ms: u64) -> ServerStats {
     let a = &s.live.attempts;
     let (buckets, count, sum) = a.connect_time.by_bounds(&CONNECT_BOUNDS);
     ServerStats {
@@ -125,11 +126,11 @@ fn server_stats(pool: &Pool, i: usize, s: &Server, now_ms: u64) -> ServerStats {
         ejected: pool.policy.outlier.is_some()
             && s.live.outlier.standing(now_ms) == crate::outlier::Standing::Out,
         checked: pool.policy.check.is_some() && s.check,
-        connect_hist: Some(HistogramView {
+        connect_hist: HistogramView {
             buckets,
             count,
             sum,
-        }),
+        },
     }
 }
 

@@ -322,7 +322,8 @@ impl Shard {
         }
         self.counters.pipes = self.pipes.created() as u64;
         self.stats.publish(&self.counters);
-        for l in &self.listeners {
+        // A removed listener's figures are no longer shown anywhere.
+        for l in self.listeners.iter().filter(|l| !l.removed) {
             l.publish(self.id);
         }
     }
