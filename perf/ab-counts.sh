@@ -4,7 +4,10 @@
 # (kernel tracepoints, perf stat), and user-space instructions per request
 # (valgrind callgrind, after a warm-up). Same backends, same load, one binary
 # after the other.
-#   perf/ab-counts.sh NEW_BINARY BASE_BINARY [ka|close] [REQUESTS]
+#   perf/ab-counts.sh NEW_BINARY BASE_BINARY [ka|close|open] [REQUESTS]
+# `open` sends keep-alive requests at a fixed rate (RATE, default 300/s), so
+# that each request is a wake-up of its own: what a request costs when
+# nothing batches.
 # e.g. perf/ab-counts.sh target/release/ringlb "$(scripts/build-rev.sh HEAD~1)" close 5000
 # BALANCE_NEW / BALANCE_BASE set each side's algorithm (default leastconn),
 # so one binary can be compared with itself across algorithms:
@@ -43,7 +46,7 @@ for port in 18601 18602; do
   "$bench" serve http --listen "127.0.0.1:$port" >/dev/null 2>&1 & pids+=($!)
 done
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/18600) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-extra=(); [ "$mode" = close ] && extra=(--close)
+extra=(); [ "$mode" = close ] && extra=(--close); [ "$mode" = open ] && extra=(-R "${RATE:-300}")
 load() { "$bench" -t1 -c16 "${extra[@]}" --timeout 20s -n "$1" http://127.0.0.1:18600/ >/dev/null 2>&1; }
 
 echo "io_uring operations per request ($mode, $n requests):"

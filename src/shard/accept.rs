@@ -342,6 +342,7 @@ impl Shard {
         p.pool = self.listeners[l].pool as u32;
         self.listeners[l].counts.accepted += 1;
         self.listeners[l].counts.active += 1;
+        self.listener_counts_changed = true;
         let pool = &self.pools.pools[p.pool as usize];
         if pool.needs_client_addr() {
             // Multishot accept does not give the peer's address: asked

@@ -30,6 +30,7 @@ impl Shard {
     pub(super) fn reject(&mut self, slot: usize) {
         let l = self.pairs[slot].listener as usize;
         self.listeners[l].counts.rejected += 1;
+        self.listener_counts_changed = true;
     }
 
     /// Ends the pair: cancels its operations in flight; the fds close once
@@ -153,6 +154,7 @@ impl Shard {
         self.free.push(slot as u32);
         let l = p.listener as usize;
         self.listeners[l].counts.active -= 1;
+        self.listener_counts_changed = true;
         self.counters.active -= 1;
         self.counters.closed += 1;
         if reset {

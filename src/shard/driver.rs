@@ -176,6 +176,7 @@ impl Shard {
         }
     }
 
+    #[cold]
     fn on_command(&mut self) {
         self.arm_commands();
         while let Some(cmd) = self.commands.pop() {
@@ -281,6 +282,8 @@ impl Shard {
             self.release_server(slot);
             let l = self.pairs[slot].listener as usize;
             self.listeners[l].counts.active -= 1;
+            self.listener_counts_changed = true;
+            self.listener_counts_changed = true;
             self.pairs[slot].state = PairState::Free;
             self.counters.active -= 1;
         }

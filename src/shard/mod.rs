@@ -157,6 +157,8 @@ pub struct Shard {
     /// In the order they came; a removed listener stays, closed, so that
     /// its index in pairs keeps meaning it.
     listeners: Vec<Listener>,
+    /// A listener's counts changed since they were last published.
+    listener_counts_changed: bool,
     /// Pairs waiting for the budget or an fd, oldest first: (slot, generation).
     waiting: VecDeque<(u32, u32)>,
     /// Per pool, clients waiting for a server slot, oldest first:
@@ -254,6 +256,7 @@ impl Shard {
                 local_active,
                 retired: Vec::new(),
                 listeners: spec.listeners.into_iter().map(Listener::new).collect(),
+                listener_counts_changed: false,
                 waiting: VecDeque::new(),
                 queues: vec![VecDeque::new(); pools],
                 queue_dirty: vec![false; pools],
@@ -322,9 +325,11 @@ impl Shard {
         }
         self.counters.pipes = self.pipes.created() as u64;
         self.stats.publish(&self.counters);
-        // A removed listener's figures are no longer shown anywhere.
-        for l in self.listeners.iter().filter(|l| !l.removed) {
-            l.publish(self.id);
+        if std::mem::take(&mut self.listener_counts_changed) {
+            // A removed listener's figures are no longer shown anywhere.
+            for l in self.listeners.iter().filter(|l| !l.removed) {
+                l.publish(self.id);
+            }
         }
     }
 }
