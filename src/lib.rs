@@ -7,8 +7,10 @@
 //! - [`runtime`]: starting and stopping the shards.
 //! - [`net`]: socket set-up outside the ring.
 //! - [`budget`]: the connection budget derived from the open-file limit.
+//! - [`access_log`]: one line per connection, written off the data path.
 //! - [`timer_wheel`]: the hierarchical timer wheel every shard schedules on.
 
+pub mod access_log;
 pub mod balance;
 pub mod budget;
 pub mod cli;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 use uring_kit::{RingError, RingFlags};
 
+use crate::access_log::{AccessLog, AccessLogError, WriterStats};
 use crate::budget::{self, BudgetError, ConnBudget, FdPlan};
 use crate::config::Config;
 use crate::health::{Checker, CheckerError};
@@ -49,6 +50,8 @@ pub enum StartError {
     ShardDied(usize),
     #[error(transparent)]
     Checker(#[from] CheckerError),
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
 }
 
 /// A bound listener: one listening socket per shard (SO_REUSEPORT).
@@ -105,6 +108,8 @@ pub struct Runtime {
     stopping: bool,
     /// Active health checks, when a pool has them.
     pub(crate) checker: Option<Checker>,
+    /// The access log's writer, when `[log] access` is set.
+    access_log: Option<AccessLog>,
 }
 
 impl Runtime {
@@ -167,6 +172,10 @@ impl Runtime {
             }
             listeners.push(bound);
         }
+        let access_log = match &config.access_log {
+            Some(a) => Some(AccessLog::start(a, shards).inspect_err(|_| close_all(&per_shard))?),
+            None => None,
+        };
         let cpus = pick_cpus(&config.runtime.cpus, shards);
         let (ready_tx, ready_rx) = mpsc::channel();
         // Built up as shards start, so that an error stops those already
@@ -185,6 +194,7 @@ impl Runtime {
             recv_limit,
             stopping: false,
             checker: None,
+            access_log,
         };
         let mut per_shard = per_shard.into_iter();
         for (id, cpu) in cpus.into_iter().enumerate() {
@@ -215,6 +225,7 @@ impl Runtime {
                 wake,
                 stats: stats.clone(),
                 mesh: mesh.clone(),
+                access_log: runtime.access_log.as_ref().map(|a| a.queue(id)),
             };
             runtime.links.push(ShardLink {
                 commands,
@@ -308,6 +319,18 @@ impl Runtime {
         self.recv_limit
     }
 
+    /// What the access log's writer has done, when there is one.
+    pub fn access_log(&self) -> Option<WriterStats> {
+        self.access_log.as_ref().map(|a| a.stats())
+    }
+
+    /// Reopens the access log file (log rotation); part of every reload.
+    pub fn reopen_access_log(&self) {
+        if let Some(a) = &self.access_log {
+            a.reopen();
+        }
+    }
+
     /// Counters of each shard.
     pub fn shard_counters(&self) -> Vec<Counters> {
         self.links.iter().map(|l| l.stats.read()).collect()
@@ -377,6 +400,10 @@ impl Runtime {
         self.request_stop(grace);
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        // The shards are gone: what they logged is all queued.
+        if let Some(a) = self.access_log.as_mut() {
+            a.stop();
         }
         for link in &mut self.links {
             if link.wake >= 0 {

@@ -646,3 +646,79 @@ fn the_admin_section_is_checked() {
     );
     one_error(&with("[admin]\nbind = \"nowhere\""), 2, "admin.bind", "");
 }
+
+#[test]
+fn the_log_section_and_the_control_socket_are_checked() {
+    use ringlb::config::{AccessFormat, AccessTarget, ControlSocket};
+    let with = |head: &str| format!("{head}\n{GOOD}");
+    let c = Config::parse(GOOD, Path::new("lb.toml")).unwrap();
+    assert_eq!(c.access_log, None, "off unless asked for");
+    assert!(matches!(
+        c.runtime.control_socket,
+        ControlSocket::Default(_)
+    ));
+    let c = Config::parse(
+        &with("[log]\naccess = \"/var/log/ringlb/access.log\"\nformat = \"json\"\nqueue = 100"),
+        Path::new("lb.toml"),
+    )
+    .unwrap();
+    let a = c.access_log.unwrap();
+    assert_eq!(
+        a.target,
+        AccessTarget::File("/var/log/ringlb/access.log".into())
+    );
+    assert_eq!((a.format, a.queue), (AccessFormat::Json, 100));
+    let c = Config::parse(&with("[log]\naccess = \"stderr\""), Path::new("lb.toml")).unwrap();
+    assert_eq!(c.access_log.unwrap().target, AccessTarget::Stderr);
+
+    one_error(
+        &with("[log]\naccess = \"stderr\"\nformat = \"xml\""),
+        3,
+        "log.format",
+        "unknown format `xml`",
+    );
+    one_error(
+        &with("[log]\naccess = \"stderr\"\nqueue = 3"),
+        3,
+        "log.queue",
+        "from 16",
+    );
+    one_error(
+        &with("[log]\nformat = \"json\""),
+        2,
+        "log.access",
+        "is not set",
+    );
+    one_error(
+        &with("[log]\naccess = \"/tmp\""),
+        2,
+        "log.access",
+        "is a directory",
+    );
+    one_error(&with("[log]\nacces = \"stderr\""), 2, "acces", "unknown");
+
+    let c = Config::parse(
+        &GOOD.replace(
+            "[runtime]\n",
+            "[runtime]\ncontrol_socket = \"/run/lb/ctl.sock\"\n",
+        ),
+        Path::new("lb.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.runtime.control_socket,
+        ControlSocket::Configured("/run/lb/ctl.sock".into())
+    );
+    let c = Config::parse(
+        &GOOD.replace("[runtime]\n", "[runtime]\ncontrol_socket = \"\"\n"),
+        Path::new("lb.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.runtime.control_socket, ControlSocket::Off);
+    one_error(
+        &GOOD.replace("[runtime]\n", "[runtime]\ncontrol_socket = \"ctl.sock\"\n"),
+        3,
+        "runtime.control_socket",
+        "not an absolute path",
+    );
+}

@@ -35,6 +35,22 @@ impl fmt::Display for Config {
                 }
             )?;
         }
+        if let Some(a) = &self.access_log {
+            writeln!(
+                f,
+                "access log to {} ({}, {} lines queued per shard at most)",
+                match &a.target {
+                    super::AccessTarget::Stderr => "stderr".to_string(),
+                    super::AccessTarget::File(p) => p.display().to_string(),
+                },
+                a.format.as_str(),
+                a.queue
+            )?;
+        }
+        match rt.control_socket.path() {
+            Some(p) => writeln!(f, "control socket (binary upgrade) {}", p.display())?,
+            None => writeln!(f, "no control socket (binary upgrade off)")?,
+        }
         for l in &self.listeners {
             writeln!(
                 f,

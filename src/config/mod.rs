@@ -15,7 +15,7 @@ mod values;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(crate) use error::Report;
@@ -395,7 +395,66 @@ pub struct RuntimeConfig {
     /// On SIGTERM/SIGINT, how long open connections get to finish before
     /// the rest are reset.
     pub grace: Duration,
+    /// Where a new binary asks for the listening sockets (`--upgrade`).
+    pub control_socket: ControlSocket,
 }
+
+/// The unix socket of the binary upgrade (`[runtime] control_socket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlSocket {
+    /// Not set: [`DEFAULT_CONTROL_SOCKET`], given up with a warning when it
+    /// cannot be had (another ringlb holds it, `/run` is not writable).
+    Default(PathBuf),
+    /// Set: an error when it cannot be had.
+    Configured(PathBuf),
+    /// `control_socket = ""`: no binary upgrade.
+    Off,
+}
+
+impl ControlSocket {
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ControlSocket::Default(p) | ControlSocket::Configured(p) => Some(p),
+            ControlSocket::Off => None,
+        }
+    }
+}
+
+/// Where the control socket is when the configuration does not say.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ringlb/ringlb.sock";
+
+/// The access log (`[log]`): off unless `access` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub target: AccessTarget,
+    pub format: AccessFormat,
+    /// Records each shard may hold for the writer before it drops lines.
+    pub queue: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessTarget {
+    Stderr,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFormat {
+    Text,
+    Json,
+}
+
+impl AccessFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessFormat::Text => "text",
+            AccessFormat::Json => "json",
+        }
+    }
+}
+
+/// Records per shard the access log queue holds by default.
+pub const DEFAULT_ACCESS_QUEUE: usize = 16384;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -409,6 +468,7 @@ impl Default for RuntimeConfig {
             pipe_size: 256 * 1024,
             maxconn: None,
             grace: Duration::from_secs(30),
+            control_socket: ControlSocket::Default(PathBuf::from(DEFAULT_CONTROL_SOCKET)),
         }
     }
 }
@@ -436,6 +496,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub timeouts: Timeouts,
     pub admin: Option<AdminConfig>,
+    pub access_log: Option<AccessLogConfig>,
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
 }

@@ -60,6 +60,7 @@ pub(crate) struct RawConfig {
     pub runtime: RawRuntime,
     pub timeouts: RawTimeouts,
     pub admin: Option<RawAdmin>,
+    pub log: Option<RawLog>,
     pub listeners: Vec<RawListener>,
     pub pools: Vec<RawPool>,
 }
@@ -72,6 +73,14 @@ pub(crate) struct RawAdmin {
     pub bind: Option<Item<String>>,
     pub token: Option<Item<String>>,
     pub token_file: Option<Item<String>>,
+}
+
+/// `[log]`: the access log.
+#[derive(Debug)]
+pub(crate) struct RawLog {
+    pub access: Option<Item<String>>,
+    pub format: Option<Item<String>>,
+    pub queue: Option<Item<i64>>,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +96,7 @@ pub(crate) struct RawRuntime {
     pub maxconn: Option<Item<i64>>,
     /// Text (`"30s"`); a bare integer from `--grace` is seconds.
     pub grace: Option<Item<String>>,
+    pub control_socket: Option<Item<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -419,12 +429,17 @@ impl Reader<'_> {
 
     fn document(&mut self, doc: &DeTable<'_>) -> RawConfig {
         let mut raw = RawConfig::default();
-        const SECTIONS: &[&str] = &["runtime", "timeouts", "admin", "listener", "pool"];
+        const SECTIONS: &[&str] = &["runtime", "timeouts", "admin", "log", "listener", "pool"];
         for (name, key, v) in self.fields("", doc, SECTIONS) {
             match name {
                 "admin" => {
                     if let Some(t) = self.table(&key, v) {
                         raw.admin = Some(self.admin(&key, Origin::Span(v.span()), t));
+                    }
+                }
+                "log" => {
+                    if let Some(t) = self.table(&key, v) {
+                        raw.log = Some(self.log(&key, t));
                     }
                 }
                 "runtime" => {
@@ -476,6 +491,22 @@ impl Reader<'_> {
         a
     }
 
+    fn log(&mut self, path: &str, t: &DeTable<'_>) -> RawLog {
+        let mut l = RawLog {
+            access: None,
+            format: None,
+            queue: None,
+        };
+        for (name, key, v) in self.fields(path, t, &["access", "format", "queue"]) {
+            match name {
+                "access" => l.access = self.string(&key, v),
+                "format" => l.format = self.string(&key, v),
+                _ => l.queue = self.integer(&key, v),
+            }
+        }
+        l
+    }
+
     fn runtime(&mut self, path: &str, t: &DeTable<'_>) -> RawRuntime {
         const KNOWN: &[&str] = &[
             "shards",
@@ -487,6 +518,7 @@ impl Reader<'_> {
             "pipe_size",
             "maxconn",
             "grace",
+            "control_socket",
         ];
         let mut rt = RawRuntime::default();
         for (name, key, v) in self.fields(path, t, KNOWN) {
@@ -507,7 +539,8 @@ impl Reader<'_> {
                 "pipes" => rt.pipes = self.integer(&key, v),
                 "pipe_size" => rt.pipe_size = self.size(&key, v),
                 "maxconn" => rt.maxconn = self.integer(&key, v),
-                _ => rt.grace = self.string(&key, v),
+                "grace" => rt.grace = self.string(&key, v),
+                _ => rt.control_socket = self.string(&key, v),
             }
         }
         rt

@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use super::error::Report;
 use super::raw::{
-    Item, Origin, RawAdmin, RawCheck, RawConfig, RawListener, RawOutlier, RawPool, RawRuntime,
-    RawServer, RawStick, RawTimeouts,
+    Item, Origin, RawAdmin, RawCheck, RawConfig, RawListener, RawLog, RawOutlier, RawPool,
+    RawRuntime, RawServer, RawStick, RawTimeouts,
 };
 use super::values::{online_cpus_ids, parse_duration, parse_size, resolve};
 use super::{
-    AdminConfig, BalanceKind, CheckConfig, CheckKind, Config, Expect, ForwardMode, HashKey,
-    LeastTimeObserve, ListenerConfig, OutlierConfig, PoolConfig, RuntimeConfig, ServerConfig,
-    StickConfig, Timeouts, MAX_MAXCONN, MAX_WEIGHT,
+    AccessFormat, AccessLogConfig, AccessTarget, AdminConfig, BalanceKind, CheckConfig, CheckKind,
+    Config, ControlSocket, Expect, ForwardMode, HashKey, LeastTimeObserve, ListenerConfig,
+    OutlierConfig, PoolConfig, RuntimeConfig, ServerConfig, StickConfig, Timeouts,
+    DEFAULT_ACCESS_QUEUE, MAX_MAXCONN, MAX_WEIGHT,
 };
 
 /// The largest Maglev table (a prime below 2^24).
@@ -40,6 +41,7 @@ pub(crate) fn validate(raw: RawConfig, report: &mut Report) -> Config {
     let runtime = v.runtime(raw.runtime);
     let timeouts = v.timeouts(raw.timeouts);
     let admin = raw.admin.as_ref().and_then(|a| v.admin(a));
+    let access_log = raw.log.as_ref().and_then(|l| v.access_log(l));
     let pools = v.pools(&raw.pools);
     let listeners = v.listeners(&raw.listeners, &raw.pools);
     if raw.listeners.is_empty() {
@@ -50,6 +52,7 @@ pub(crate) fn validate(raw: RawConfig, report: &mut Report) -> Config {
         runtime,
         timeouts,
         admin,
+        access_log,
         listeners,
         pools,
     }
@@ -152,6 +155,27 @@ impl Validator<'_> {
                 Err(message) => self.err(&g.at, "runtime.grace", message),
             }
         }
+        if let Some(c) = &raw.control_socket {
+            rt.control_socket = if c.value.is_empty() {
+                ControlSocket::Off
+            } else if !c.value.starts_with('/') {
+                self.err(
+                    &c.at,
+                    "runtime.control_socket",
+                    format!("`{}` is not an absolute path", c.value),
+                );
+                ControlSocket::Off
+            } else if c.value.len() >= 108 {
+                self.err(
+                    &c.at,
+                    "runtime.control_socket",
+                    "is longer than a unix socket path may be (107 bytes)",
+                );
+                ControlSocket::Off
+            } else {
+                ControlSocket::Configured(c.value.clone().into())
+            };
+        }
         if let Some(m) = &raw.maxconn {
             match integer_in(m, |n| (1..=MAX_MAXCONN).contains(n)) {
                 Some(n) => rt.maxconn = Some(n),
@@ -188,6 +212,74 @@ impl Validator<'_> {
             server_idle: self.duration(&raw.server_idle, "timeouts.server_idle", d.server_idle),
             queue: self.duration(&raw.queue, "timeouts.queue", d.queue),
         }
+    }
+
+    fn access_log(&mut self, raw: &RawLog) -> Option<AccessLogConfig> {
+        let format = match &raw.format {
+            None => AccessFormat::Text,
+            Some(f) => match f.value.as_str() {
+                "text" => AccessFormat::Text,
+                "json" => AccessFormat::Json,
+                other => {
+                    self.err(
+                        &f.at,
+                        "log.format",
+                        format!("unknown format `{other}` (expected text or json)"),
+                    );
+                    AccessFormat::Text
+                }
+            },
+        };
+        let queue = match &raw.queue {
+            None => DEFAULT_ACCESS_QUEUE,
+            Some(q) => integer_in(q, |n| (16..=1 << 20).contains(n)).unwrap_or_else(|| {
+                self.err(&q.at, "log.queue", "must be from 16 to 1048576");
+                DEFAULT_ACCESS_QUEUE
+            }),
+        };
+        let Some(access) = &raw.access else {
+            if let Some(item) = raw
+                .format
+                .as_ref()
+                .map(|f| &f.at)
+                .or(raw.queue.as_ref().map(|q| &q.at))
+            {
+                self.err(
+                    item,
+                    "log.access",
+                    "is not set, so there is no access log for log.format or log.queue to apply to",
+                );
+            }
+            return None;
+        };
+        let target = match access.value.as_str() {
+            "stderr" => AccessTarget::Stderr,
+            "" => {
+                self.err(
+                    &access.at,
+                    "log.access",
+                    "must be \"stderr\" or a file path",
+                );
+                return None;
+            }
+            path => {
+                let path = std::path::PathBuf::from(path);
+                if path.is_dir() {
+                    self.err(
+                        &access.at,
+                        "log.access",
+                        format!("{} is a directory", path.display()),
+                    );
+                    return None;
+                }
+                AccessTarget::File(path)
+            }
+        };
+        Some(AccessLogConfig {
+            target,
+            format,
+            queue,
+        })
     }
 
     fn admin(&mut self, raw: &RawAdmin) -> Option<AdminConfig> {

@@ -6,7 +6,8 @@
 //! Names: `ringlb_listener_*{listener}`, `ringlb_server_*{pool,server}`
 //! (`state` is one gauge per state, 1 for the current one, as Prometheus
 //! expects of an enum), `ringlb_pool_queue_*{pool}`, `ringlb_shard_*{shard}`
-//! (one per shard counter). Counters carry the `_total` suffix.
+//! (one per shard counter), `ringlb_access_log_*` when the access log is
+//! on. Counters carry the `_total` suffix.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -235,6 +236,20 @@ impl Collector for Scrape {
             q_ms(|q| q.waited_p99_ms),
         )?;
 
+        if let Some(a) = &s.access_log {
+            counters(
+                enc,
+                "ringlb_access_log_written",
+                "Access log lines written.",
+                [(Vec::new(), a.written)],
+            )?;
+            counters(
+                enc,
+                "ringlb_access_log_write_errors",
+                "Access log writes that failed (their lines are lost).",
+                [(Vec::new(), a.write_errors)],
+            )?;
+        }
         for (i, (name, help)) in COUNTER_NAMES.iter().enumerate() {
             let metric = format!("ringlb_shard_{name}");
             let samples = s.shards.iter().map(|sh| {

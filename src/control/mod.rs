@@ -61,6 +61,8 @@ impl Control {
     /// one stays, and every error is logged.
     pub fn reload(&self) -> Result<ApplyReport, ReloadError> {
         notify::reloading();
+        // A reload is also how a rotated access log is reopened.
+        self.lock().reopen_access_log();
         let result = match (self.load)() {
             Ok(config) => self.lock().apply(config).map_err(ReloadError::from),
             Err(errors) => Err(ReloadError::Config(errors)),

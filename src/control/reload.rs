@@ -96,7 +96,12 @@ impl Runtime {
             ("runtime.pipes", old.pipes == new.pipes),
             ("runtime.pipe_size", old.pipe_size == new.pipe_size),
             ("runtime.maxconn", old.maxconn == new.maxconn),
+            (
+                "runtime.control_socket",
+                old.control_socket == new.control_socket,
+            ),
             ("admin", self.config.admin == config.admin),
+            ("log", self.config.access_log == config.access_log),
         ] {
             if !same {
                 report.needs_restart.push(key.to_string());
@@ -106,6 +111,7 @@ impl Runtime {
         config.runtime = self.config.runtime.clone();
         config.runtime.grace = grace;
         config.admin = self.config.admin.clone();
+        config.access_log = self.config.access_log.clone();
 
         let shards = self.links.len();
         // Bind what is new first: an error here changes nothing.

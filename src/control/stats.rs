@@ -17,6 +17,18 @@ pub struct Stats {
     pub pools: Vec<PoolStats>,
     pub listeners: Vec<ListenerView>,
     pub shards: Vec<ShardView>,
+    /// The access log's writer, when `[log] access` is set.
+    pub access_log: Option<AccessLogView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessLogView {
+    /// Lines written.
+    pub written: u64,
+    /// Lines the shards dropped because the writer was behind.
+    pub dropped: u64,
+    /// Writes that failed (their lines are lost).
+    pub write_errors: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,16 +197,22 @@ impl Runtime {
                 }
             })
             .collect();
-        let shards = self
+        let shards: Vec<ShardView> = self
             .shard_counters()
             .into_iter()
             .enumerate()
             .map(|(id, counters)| ShardView { id, counters })
             .collect();
+        let access_log = self.access_log().map(|w| AccessLogView {
+            written: w.written,
+            dropped: shards.iter().map(|s| s.counters.access_log_dropped).sum(),
+            write_errors: w.write_errors,
+        });
         Stats {
             pools,
             listeners,
             shards,
+            access_log,
         }
     }
 }

@@ -344,10 +344,12 @@ impl Shard {
         self.listeners[l].counts.active += 1;
         self.listener_counts_changed = true;
         let pool = &self.pools.pools[p.pool as usize];
-        if pool.needs_client_addr() {
+        let hashes = pool.needs_client_addr();
+        if hashes || self.access_log.is_some() {
             // Multishot accept does not give the peer's address: asked
-            // only when the pool hashes or sticks on it.
-            if let Some(addr) = peer_addr(fd) {
+            // only when the pool hashes or sticks on it, or for the log.
+            p.client_addr = peer_addr(fd);
+            if let (true, Some(addr)) = (hashes, p.client_addr) {
                 let with_port = pool.policy.hash_key == HashKey::SrcPort;
                 p.key = balance::client_key(&addr, with_port);
             }

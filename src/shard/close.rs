@@ -12,15 +12,19 @@
 use io_uring::opcode;
 use io_uring::types::{CancelBuilder, Fd};
 
-use super::pair::PairState;
+use super::pair::{PairState, DOWN, UP};
+use super::swap::find_snapshot;
 use super::token::{Op, Tag};
 use super::Shard;
+use crate::access_log::{Cause, Name, Phase, Record};
 use crate::config::ForwardMode;
 use crate::net::{close_fd, set_reset_on_close};
 
 impl Shard {
-    /// Ends the pair with RST on both sides (an error or reset on one side).
-    pub(super) fn abort(&mut self, slot: usize) {
+    /// Ends the pair with RST on both sides, for `cause` (unless one was
+    /// recorded already).
+    pub(super) fn abort(&mut self, slot: usize, cause: Cause) {
+        self.pairs[slot].end_by(cause);
         self.pairs[slot].reset = true;
         self.close(slot);
     }
@@ -42,6 +46,9 @@ impl Shard {
             PairState::Waiting => self.counters.waiting -= 1,
             // Its queue entry was taken out by whoever closes it.
             PairState::Queued | PairState::Connecting | PairState::Forwarding => {}
+        }
+        if p.phase.is_none() {
+            p.phase = Some(p.phase_now());
         }
         p.state = PairState::Closing;
         if p.dirs.iter().any(|d| d.undelivered() > 0) {
@@ -109,6 +116,9 @@ impl Shard {
             p.reset = true;
         }
         let (client, server, reset) = (p.client, p.server, p.reset);
+        if self.access_log.is_some() {
+            self.log_access(slot);
+        }
         for d in 0..2 {
             let (bufs, pipe) = self.pairs[slot].dirs[d].release();
             for b in bufs {
@@ -161,5 +171,47 @@ impl Shard {
             self.counters.resets += 1;
         }
         self.pair_freed = true;
+    }
+
+    /// Hands the access log writer a record of the pair (dropped and
+    /// counted when the writer is behind). Called as the pair finishes,
+    /// while the snapshot of the server it holds is still there.
+    #[inline(never)]
+    fn log_access(&mut self, slot: usize) {
+        let p = &self.pairs[slot];
+        let (pool, server) = match p.last_server {
+            Some((epoch, pool, si)) => (Some((epoch, pool)), Some(si)),
+            None => (Some((p.epoch, p.pool)), None),
+        };
+        let pool = pool.and_then(|(epoch, pool)| {
+            find_snapshot(&self.pools, self.epoch, &self.retired, epoch)?
+                .pools
+                .get(pool as usize)
+        });
+        let server = server.and_then(|si| pool?.servers.get(si as usize));
+        let record = Record {
+            shard: self.id as u16,
+            accepted: p.accepted,
+            client: p.client_addr,
+            listener: Name::new(&self.listeners[p.listener as usize].name),
+            pool: pool.map_or(Name::EMPTY, |pl| Name::new(&pl.name)),
+            server: server.map_or(Name::EMPTY, |s| Name::new(&s.name)),
+            server_addr: server.map(|s| s.addr),
+            queued: p
+                .dispatched
+                .map(|t| t.saturating_duration_since(p.accepted)),
+            connect: p.connected_in,
+            total: self.now.saturating_duration_since(p.accepted),
+            bytes_in: p.bytes[UP],
+            bytes_out: p.bytes[DOWN],
+            cause: p.cause,
+            phase: p.phase.unwrap_or(Phase::Waiting),
+            attempts: p.attempts,
+            reset: p.reset,
+        };
+        let queue = self.access_log.as_ref().expect("called with the log on");
+        if queue.push(record).is_err() {
+            self.counters.access_log_dropped += 1;
+        }
     }
 }

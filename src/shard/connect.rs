@@ -23,6 +23,7 @@ use super::pair::{PairState, Ttfb, DOWN, UP};
 use super::swap::{snapshot, NO_POOL};
 use super::token::{Op, Tag};
 use super::Shard;
+use crate::access_log::Cause;
 use crate::balance::{self, Choice, Pick};
 use crate::config::{BalanceKind, ForwardMode, LeastTimeObserve};
 use crate::net::{close_fd, server_socket};
@@ -155,6 +156,8 @@ impl Shard {
         p.attempts += 1;
         p.state = PairState::Connecting;
         p.connect_started = self.now;
+        p.dispatched.get_or_insert(self.now);
+        p.last_server = Some((self.epoch, pool_i as u32, si as u32));
         p.inflight += 2;
         let generation = p.generation;
         let connect = opcode::Connect::new(Fd(fd), addr.cast(), addr_len)
@@ -206,6 +209,7 @@ impl Shard {
                 );
             }
             p.state = PairState::Forwarding;
+            p.connected_in = Some(self.now - p.connect_started);
             p.server_seen = self.now;
             p.client_seen = self.now;
             self.step(slot, UP, Event::Start);
@@ -255,6 +259,7 @@ impl Shard {
             }
         }
         let p = &mut self.pairs[slot];
+        p.connect_error = result;
         close_fd(p.server);
         p.server = -1;
         p.mark_tried(si);
@@ -293,7 +298,15 @@ impl Shard {
         }
         self.arm_log_summary();
         self.reject(slot);
-        self.abort(slot);
+        let p = &self.pairs[slot];
+        let cause = if p.pool == NO_POOL {
+            Cause::Proxy
+        } else if p.connect_error == -libc::ECANCELED {
+            Cause::ServerTimeout
+        } else {
+            Cause::Server
+        };
+        self.abort(slot, cause);
     }
 
     /// Takes the pair off its server's counts and gives its slot back (and

@@ -28,6 +28,7 @@ use super::pair::PairState;
 use super::timers::Timer;
 use super::token::{Op, Tag};
 use super::{Command, Shard};
+use crate::access_log::Cause;
 use crate::net::{close_fd, set_reset_on_close};
 use crate::pool::Pools;
 
@@ -212,7 +213,7 @@ impl Shard {
                 self.pairs[slot].state,
                 PairState::Waiting | PairState::Connecting | PairState::Forwarding
             ) {
-                self.abort(slot);
+                self.abort(slot, Cause::Killed);
             }
         }
     }

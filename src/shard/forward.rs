@@ -17,6 +17,7 @@ use super::pair::{PairState, Ttfb, UP};
 use super::swap::snapshot;
 use super::token::{Op, Tag};
 use super::Shard;
+use crate::access_log::Cause;
 
 /// A non-blocking `splice(2)` between two fds of this shard.
 fn splice(from: i32, to: i32, len: usize) -> Spliced {
@@ -39,6 +40,26 @@ fn splice(from: i32, to: i32, len: usize) -> Spliced {
             Some(libc::EAGAIN) | Some(libc::EINTR) => Spliced::WouldBlock,
             e => Spliced::Failed(e.unwrap_or(libc::EIO)),
         },
+    }
+}
+
+/// Whom an abort that `event` leads to blames: a failed read blames the
+/// direction's source, a failed write its sink; anything else is ringlb's
+/// own (an event a state did not expect).
+fn fault_of(event: &Event, d: usize) -> Cause {
+    let source = match event {
+        Event::Received { .. }
+        | Event::RecvEnded(_)
+        | Event::Readable(_)
+        | Event::SplicedIn(_)
+        | Event::RingIn(_) => true,
+        Event::Sent(_) | Event::Writable(_) | Event::SplicedOut(_) | Event::RingOut(_) => false,
+        Event::Start | Event::BufferFree | Event::PipeLent(_) => return Cause::Proxy,
+    };
+    if source == (d == UP) {
+        Cause::Client
+    } else {
+        Cause::Server
     }
 }
 
@@ -77,9 +98,10 @@ impl Shard {
                 return;
             }
             let ctx = self.dir_ctx();
+            let fault = fault_of(&event, d);
             let actions = self.pairs[slot].dirs[d].on(event, &ctx);
             for action in actions {
-                if let Some(answer) = self.perform(slot, d, action) {
+                if let Some(answer) = self.perform(slot, d, action, fault) {
                     debug_assert!(next.is_none(), "two answers from one step");
                     next = Some(answer);
                 }
@@ -100,8 +122,9 @@ impl Shard {
         }
     }
 
-    /// Performs one action; returns the answer of an action done on the spot.
-    fn perform(&mut self, slot: usize, d: usize, action: Action) -> Option<Event> {
+    /// Performs one action; returns the answer of an action done on the
+    /// spot. `fault`: whom an abort blames.
+    fn perform(&mut self, slot: usize, d: usize, action: Action, fault: Cause) -> Option<Event> {
         let forwarding = self.pairs[slot].state == PairState::Forwarding;
         match action {
             Action::GiveBack(buf) => self.buffers().give_back(buf),
@@ -111,7 +134,7 @@ impl Shard {
                 let generation = self.pairs[slot].generation;
                 self.buffer_waiters.push_back((slot as u32, generation, d));
             }
-            Action::Abort => self.abort(slot),
+            Action::Abort => self.abort(slot, fault),
             Action::ForwardFin => self.forward_fin(slot, d),
             // Nothing more is started on a pair that is closing.
             _ if !forwarding => {}

@@ -44,6 +44,7 @@ use io_uring::squeue;
 use io_uring::types::Timespec;
 use uring_kit::{Completion, Ring, RingError, RingFlags};
 
+use crate::access_log::AccessQueue;
 use crate::balance::{self, Balancer};
 use crate::budget::ConnBudget;
 use crate::config::{ForwardMode, Timeouts};
@@ -123,6 +124,8 @@ pub struct ShardSpec {
     pub stats: Arc<ShardStats>,
     /// The hand-off queues between shards.
     pub mesh: Arc<Mesh>,
+    /// Where to put access log records, when the log is on.
+    pub access_log: Option<AccessQueue>,
 }
 
 /// Why a shard could not be set up.
@@ -212,6 +215,8 @@ pub struct Shard {
     pair_freed: bool,
     counters: Counters,
     stats: Arc<ShardStats>,
+    /// The access log's queue for this shard (`access_log/`), when on.
+    access_log: Option<AccessQueue>,
     id: usize,
 }
 
@@ -290,6 +295,7 @@ impl Shard {
                 pair_freed: false,
                 counters: Counters::default(),
                 stats: spec.stats,
+                access_log: spec.access_log,
                 id: spec.id,
             },
             flags,

@@ -4,10 +4,12 @@
 //! `accept.rs`, `connect.rs`, `forward.rs` and `close.rs`; `LIFECYCLE.md`
 //! beside this file draws them.
 
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::direction::Dir;
+use crate::access_log::{Cause, Phase};
 use crate::config::Timeouts;
 use crate::timer_wheel::TimerKey;
 
@@ -98,6 +100,24 @@ pub struct Pair {
     pub ttfb: Ttfb,
     /// Bytes forwarded client → server and server → client.
     pub bytes: [u64; 2],
+    /// What the access log says of it (kept whether or not the log is on:
+    /// a few stores per connection).
+    pub accepted: Instant,
+    /// When its first connect was submitted.
+    pub dispatched: Option<Instant>,
+    /// How long the connect that succeeded took.
+    pub connected_in: Option<Duration>,
+    /// The last connect's failure (`-errno`; `-ECANCELED`: timed out), 0
+    /// if none failed.
+    pub connect_error: i32,
+    /// The last server picked: (epoch, pool, server) indexes.
+    pub last_server: Option<(u32, u32, u32)>,
+    /// Read at accept, only when the access log is on.
+    pub client_addr: Option<SocketAddr>,
+    /// Why it ended (the first cause recorded wins), and where it was
+    /// (set when it starts closing, unless set before).
+    pub cause: Cause,
+    pub phase: Option<Phase>,
 }
 
 impl Pair {
@@ -127,6 +147,38 @@ impl Pair {
             connect_started: now,
             ttfb: Ttfb::Off,
             bytes: [0; 2],
+            accepted: now,
+            dispatched: None,
+            connected_in: None,
+            connect_error: 0,
+            last_server: None,
+            client_addr: None,
+            cause: Cause::Normal,
+            phase: None,
+        }
+    }
+
+    /// Records why the pair ends, unless a cause was recorded already.
+    pub fn end_by(&mut self, cause: Cause) {
+        if self.cause == Cause::Normal {
+            self.cause = cause;
+        }
+    }
+
+    /// Where the pair is in its life, for its termination code.
+    pub fn phase_now(&self) -> Phase {
+        match self.state {
+            PairState::Connecting => Phase::Connecting,
+            PairState::Forwarding => {
+                match self.dirs.iter().filter(|d| matches!(d, Dir::Done)).count() {
+                    2 => Phase::Done,
+                    1 => Phase::Last,
+                    _ => Phase::Data,
+                }
+            }
+            PairState::Free | PairState::Waiting | PairState::Queued | PairState::Closing => {
+                Phase::Waiting
+            }
         }
     }
 

@@ -39,6 +39,7 @@ use super::pair::PairState;
 use super::timers::Timer;
 use super::token::{Op, Tag};
 use super::Shard;
+use crate::access_log::{Cause, Phase};
 use crate::balance::{self, Choice};
 use crate::waiting_room::EMPTY;
 
@@ -64,7 +65,9 @@ impl Shard {
             }
             self.arm_log_summary();
             self.reject(slot);
-            self.abort(slot);
+            // Turned away at the queue's door.
+            self.pairs[slot].phase = Some(Phase::Waiting);
+            self.abort(slot, Cause::Proxy);
             return;
         };
         self.prune_queue(pool_i);
@@ -264,6 +267,7 @@ impl Shard {
                 }
                 Choice::Nothing => {
                     self.leave_queue(slot);
+                    self.pairs[slot].phase = Some(Phase::Waiting);
                     self.give_up(slot);
                 }
                 Choice::Server(pick) => {
@@ -307,6 +311,7 @@ impl Shard {
     pub(super) fn queue_timeout(&mut self, slot: usize) {
         let pool_i = self.pairs[slot].pool as usize;
         self.leave_queue(slot);
+        self.pairs[slot].phase = Some(Phase::Waiting);
         self.pools.pools[pool_i]
             .queue
             .timeouts
@@ -324,7 +329,7 @@ impl Shard {
         // If it was this shard's head, the next waiter is.
         self.publish_head(pool_i, false);
         self.reject(slot);
-        self.abort(slot);
+        self.abort(slot, Cause::ServerTimeout);
     }
 
     /// Arms the poll for capacity that appears without a close.
@@ -369,6 +374,7 @@ impl Shard {
             let p = &self.pairs[slot];
             if p.generation == generation && p.state == PairState::Queued {
                 self.leave_queue(slot);
+                self.pairs[slot].phase = Some(Phase::Waiting);
                 self.give_up(slot);
             }
         }
@@ -383,7 +389,8 @@ impl Shard {
                 let p = &self.pairs[slot];
                 if p.generation == generation && p.state == PairState::Queued {
                     self.leave_queue(slot);
-                    self.abort(slot);
+                    self.pairs[slot].phase = Some(Phase::Waiting);
+                    self.abort(slot, Cause::Killed);
                 }
             }
             self.pools.pools[pool_i]

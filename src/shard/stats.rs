@@ -68,6 +68,9 @@ counters! {
     resets,
     /// Receives that found the buffer ring empty (ENOBUFS).
     buffer_starved,
+    /// Access log lines dropped because the writer fell behind (the
+    /// shard's queue was full).
+    access_log_dropped,
     /// Bytes forwarded client → server and server → client.
     bytes_up,
     bytes_down,

@@ -82,6 +82,19 @@ pub(super) struct Retired {
 }
 
 /// The snapshot of `epoch`: the current one, or one retired.
+/// The snapshot of `epoch`, if this shard still has it.
+pub(super) fn find_snapshot<'a>(
+    current: &'a Arc<Pools>,
+    current_epoch: u32,
+    retired: &'a [Retired],
+    epoch: u32,
+) -> Option<&'a Pools> {
+    if epoch == current_epoch {
+        return Some(current);
+    }
+    retired.iter().find(|r| r.epoch == epoch).map(|r| &*r.pools)
+}
+
 pub(super) fn snapshot<'a>(
     current: &'a Arc<Pools>,
     current_epoch: u32,

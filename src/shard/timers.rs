@@ -23,6 +23,7 @@ use super::log_limit::Summary;
 use super::pair::{PairState, Side};
 use super::token::{Op, Tag};
 use super::Shard;
+use crate::access_log::Cause;
 
 /// How often clients waiting for the budget (and listeners paused at it)
 /// look again, for budget freed by other shards. Budget freed on this shard
@@ -186,6 +187,10 @@ impl Shard {
                         Side::Server => "server",
                     }
                 );
+                self.pairs[slot].end_by(match side {
+                    Side::Client => Cause::ClientTimeout,
+                    Side::Server => Cause::ServerTimeout,
+                });
                 self.close(slot);
             }
         }

@@ -242,6 +242,7 @@ pub fn config(
             queue: Duration::from_secs(5),
         },
         admin: None,
+        access_log: None,
         listeners: vec![ListenerConfig {
             name: "test".into(),
             bind: "127.0.0.1:0".parse().unwrap(),
