@@ -97,7 +97,9 @@ pub fn plan(
     control_fds: u64,
 ) -> Result<FdPlan, BudgetError> {
     let shards_u = shards.max(1) as u64;
-    let fixed = 3 + shards_u * (3 + listeners as u64) + RESERVED_FDS + control_fds;
+    // Per shard: its ring, eventfd and spare fd, and a socket per listener
+    // (plus the runtime's copy of each, kept for a binary upgrade).
+    let fixed = 3 + shards_u * (3 + 2 * listeners as u64) + RESERVED_FDS + control_fds;
     let room = nofile.saturating_sub(fixed);
     let wanted_pipe_fds = 2 * shards_u * pipes_per_shard as u64;
     let (maxconn, pipe_fds) = match maxconn {
@@ -177,7 +179,8 @@ mod tests {
     #[test]
     fn a_small_limit_is_split_between_pairs_and_pipes() {
         let p = plan(256, 1, 1, 256, None, 0).unwrap();
-        assert_eq!(p.fixed, 3 + 4 + RESERVED_FDS);
+        // stdio; ring, eventfd, spare fd, a listening socket and its copy.
+        assert_eq!(p.fixed, 3 + 5 + RESERVED_FDS);
         let room = 256 - p.fixed;
         assert!(2 * p.maxconn as u64 + 2 * p.pipes_per_shard as u64 <= room);
         assert!(p.pipes_per_shard as u64 * 2 <= room / 4);

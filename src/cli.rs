@@ -73,6 +73,11 @@ pub struct RunArgs {
     /// them at once.
     #[arg(long)]
     pub grace: Option<u64>,
+    /// Take over from the ringlb serving `runtime.control_socket`: receive
+    /// its listening sockets, serve them, then tell it to drain and exit
+    /// (zero-downtime binary upgrade).
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 /// A flag's value as the schema holds integers.

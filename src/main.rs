@@ -10,8 +10,10 @@ use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 use ringlb::cli::{Cli, Command};
 use ringlb::control::admin::Admin;
+use ringlb::control::upgrade::{self, ControlSocket};
 use ringlb::control::{notify, Control};
 use ringlb::Runtime;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
@@ -73,6 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
+            let args_upgrade = args.upgrade;
             // Block the signals before any thread exists, so they all
             // inherit the mask and only `wait_signal` below receives them.
             let mut signals = SigSet::empty();
@@ -82,12 +85,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             signals
                 .thread_block()
                 .context("cannot block SIGINT/SIGTERM/SIGHUP")?;
-            let runtime = Runtime::start(&config).context("cannot start the data plane")?;
+            let (takeover, inherited) = if args.upgrade {
+                let (t, inherited) = upgrade::take_over(&config.runtime.control_socket)
+                    .context("cannot take over from the running ringlb")?;
+                tracing::info!(
+                    old_pid = t.old_pid,
+                    listeners = inherited.len(),
+                    "binary upgrade: received the running process's listening sockets"
+                );
+                (Some(t), inherited)
+            } else {
+                (None, Vec::new())
+            };
+            let runtime =
+                Runtime::start_with(&config, inherited).context("cannot start the data plane")?;
             log_start(&runtime, &config);
             let control = Arc::new(Control::new(runtime, Box::new(move || args.config())));
+            let handed_over = Arc::new(AtomicBool::new(false));
+            let mut control_socket = ControlSocket::open(
+                &config.runtime.control_socket,
+                takeover.is_some(),
+                control.clone(),
+                handed_over.clone(),
+            )
+            .context("cannot open the control socket")?;
+            if let Some(t) = takeover {
+                let old_pid = t.old_pid;
+                t.finish()
+                    .context("the running ringlb did not confirm the hand-over")?;
+                tracing::info!(
+                    old_pid,
+                    "binary upgrade: serving; the old process drains and exits"
+                );
+            }
             let mut admin = match &config.admin {
                 Some(a) => Some(
-                    Admin::start(a.bind, a.token.clone(), control.clone())
+                    start_admin(a, control.clone(), args_upgrade)
                         .context("cannot start the admin API")?,
                 ),
                 None => None,
@@ -96,6 +129,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Wait for a signal, looking every quarter second for a shard
             // that stopped on its own (see shard/driver.rs).
             let failure = loop {
+                if handed_over.load(Ordering::Acquire) {
+                    // The new process binds the admin address next.
+                    admin = None;
+                    let grace = control.lock().config().runtime.grace;
+                    tracing::info!(
+                        "handed over to a new process: stopping, open connections have {grace:?} to finish (a signal ends them at once)"
+                    );
+                    notify::stopping();
+                    drain(&control, &signals, grace);
+                    break None;
+                }
                 match wait_signal(&signals, Duration::from_millis(250)) {
                     Some(Signal::SIGHUP) => {
                         tracing::info!("SIGHUP: reloading the configuration");
@@ -129,12 +173,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(a) = admin.as_mut() {
                 a.stop();
             }
+            if let Some(c) = control_socket.as_mut() {
+                c.stop();
+            }
             log_stop(&control.lock());
             Ok(if failure.is_some() {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
             })
+        }
+    }
+}
+
+/// Starts the admin API. After a binary upgrade the old process still
+/// holds the address for a moment (until it sees the hand-over): retried
+/// for a few seconds.
+fn start_admin(
+    a: &ringlb::config::AdminConfig,
+    control: Arc<Control>,
+    upgrading: bool,
+) -> Result<Admin, ringlb::control::admin::AdminError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Admin::start(a.bind, a.token.clone(), control.clone()) {
+            Err(_) if upgrading && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => return result,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -102,4 +102,32 @@ pub fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
         .peer_addr()
         .ok()?
         .as_socket()
+}
+
+/// A close-on-exec duplicate of `fd`.
+pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd the caller holds open.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `dup` was just created and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+/// The address of a listening TCP socket; an error if `fd` is anything
+/// else (a socket handed over by another process is checked before use).
+pub fn listening_tcp_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    // SAFETY: `fd` is open for the whole call; the SockRef does not close it.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let s = socket2::SockRef::from(&borrowed);
+    if s.r#type()? != Type::STREAM || !s.is_listener()? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a listening stream socket",
+        ));
+    }
+    s.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
 }

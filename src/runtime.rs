@@ -5,7 +5,7 @@
 //! own (see the failure policy in `shard/driver.rs`).
 
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,9 +16,9 @@ use uring_kit::{RingError, RingFlags};
 
 use crate::access_log::{AccessLog, AccessLogError, WriterStats};
 use crate::budget::{self, BudgetError, ConnBudget, FdPlan};
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 use crate::health::{Checker, CheckerError};
-use crate::net::{bind_reuseport_group, close_fd};
+use crate::net::{bind_reuseport_group, close_fd, dup_fd, listening_tcp_addr};
 use crate::pool::Pools;
 use crate::shard::{
     Command, Counters, ListenerSpec, ListenerStats, Mesh, Shard, ShardInitError, ShardLink,
@@ -52,6 +52,41 @@ pub enum StartError {
     Checker(#[from] CheckerError),
     #[error(transparent)]
     AccessLog(#[from] AccessLogError),
+    #[error("listener `{name}` on {addr}: the running ringlb has {have} listening sockets for it (one per shard) and this one runs {shards} shards; a socket cannot be dropped without resetting the connections queued on it, so set runtime.shards to at least {have}")]
+    TooFewShards {
+        name: String,
+        addr: SocketAddr,
+        have: usize,
+        shards: usize,
+    },
+    #[error("listener `{name}`: a socket handed over for {addr} is unusable: {source}")]
+    Inherited {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot keep a copy of a listening socket: {0}")]
+    Dup(std::io::Error),
+}
+
+/// A listener's sockets taken over from a running ringlb (binary upgrade):
+/// one per shard of that process, all in one SO_REUSEPORT group.
+#[derive(Debug)]
+pub struct InheritedListener {
+    pub name: String,
+    /// As that process's configuration has it (port 0 possible).
+    pub bind: SocketAddr,
+    /// As bound.
+    pub addr: SocketAddr,
+    pub fds: Vec<OwnedFd>,
+}
+
+impl InheritedListener {
+    /// Whether a listener configured with `bind` is this one: the same
+    /// configured address, or the address this one is actually bound to.
+    fn serves(&self, bind: SocketAddr) -> bool {
+        bind == self.bind || bind == self.addr
+    }
 }
 
 /// A bound listener: one listening socket per shard (SO_REUSEPORT).
@@ -67,6 +102,81 @@ pub struct BoundListener {
     /// Index into the running configuration's pools.
     pub pool: usize,
     pub stats: Arc<ListenerStats>,
+    /// The runtime's own copies of the group's sockets (the shards own and
+    /// close theirs): what a binary upgrade hands over.
+    pub sockets: Arc<Vec<OwnedFd>>,
+}
+
+/// Close-on-exec copies of `fds`, kept by the runtime.
+pub(crate) fn keep_copies(fds: &[RawFd]) -> std::io::Result<Arc<Vec<OwnedFd>>> {
+    fds.iter()
+        .map(|&fd| dup_fd(fd))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Arc::new)
+}
+
+/// The listening sockets of `l`, one per shard: those of `inherited` that
+/// serve it (and more bound into their group if this process runs more
+/// shards), else a new group. Returns the fds and the address bound.
+fn listener_group(
+    l: &ListenerConfig,
+    shards: usize,
+    inherited: &mut Vec<InheritedListener>,
+) -> Result<(Vec<RawFd>, SocketAddr), StartError> {
+    let Some(i) = inherited.iter().position(|h| h.serves(l.bind)) else {
+        return bind_reuseport_group(l.bind, shards).map_err(|source| StartError::Bind {
+            name: l.name.clone(),
+            addr: l.bind,
+            source,
+        });
+    };
+    let h = inherited.swap_remove(i);
+    if h.fds.len() > shards {
+        return Err(StartError::TooFewShards {
+            name: l.name.clone(),
+            addr: h.addr,
+            have: h.fds.len(),
+            shards,
+        });
+    }
+    for fd in &h.fds {
+        match listening_tcp_addr(fd.as_raw_fd()) {
+            Ok(a) if a == h.addr => {}
+            Ok(a) => {
+                return Err(StartError::Inherited {
+                    name: l.name.clone(),
+                    addr: h.addr,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("it is bound to {a}"),
+                    ),
+                })
+            }
+            Err(source) => {
+                return Err(StartError::Inherited {
+                    name: l.name.clone(),
+                    addr: h.addr,
+                    source,
+                })
+            }
+        }
+    }
+    let more = shards - h.fds.len();
+    let mut fds: Vec<RawFd> = h.fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
+    if more > 0 {
+        match bind_reuseport_group(h.addr, more) {
+            Ok((extra, _)) => fds.extend(extra),
+            Err(source) => {
+                fds.into_iter().for_each(close_fd);
+                return Err(StartError::Bind {
+                    name: l.name.clone(),
+                    addr: h.addr,
+                    source,
+                });
+            }
+        }
+    }
+    Ok((fds, h.addr))
 }
 
 impl BoundListener {
@@ -116,6 +226,17 @@ impl Runtime {
     /// Binds the listeners and starts the shards. Returns once every shard
     /// has its ring and is accepting.
     pub fn start(config: &Config) -> Result<Runtime, StartError> {
+        Self::start_with(config, Vec::new())
+    }
+
+    /// [`Runtime::start`], serving on sockets taken over from a running
+    /// ringlb where a listener's address matches one of `inherited`
+    /// (binary upgrade); the others are bound anew. Inherited sockets no
+    /// listener uses are closed (their first owner still has them).
+    pub fn start_with(
+        config: &Config,
+        mut inherited: Vec<InheritedListener>,
+    ) -> Result<Runtime, StartError> {
         uring_kit::probe()?;
         // SAFETY: ignoring SIGPIPE process-wide: a write to a closed peer
         // (splice(2) has no MSG_NOSIGNAL) must be an EPIPE, not a kill.
@@ -151,13 +272,12 @@ impl Runtime {
                 .for_each(close_fd);
         };
         for (id, l) in config.listeners.iter().enumerate() {
-            let (fds, addr) = bind_reuseport_group(l.bind, shards).map_err(|source| {
+            let (fds, addr) =
+                listener_group(l, shards, &mut inherited).inspect_err(|_| close_all(&per_shard))?;
+            let sockets = keep_copies(&fds).map_err(|e| {
                 close_all(&per_shard);
-                StartError::Bind {
-                    name: l.name.clone(),
-                    addr: l.bind,
-                    source,
-                }
+                fds.iter().copied().for_each(close_fd);
+                StartError::Dup(e)
             })?;
             let bound = BoundListener {
                 id: id as u64,
@@ -166,6 +286,7 @@ impl Runtime {
                 addr,
                 pool: l.pool,
                 stats: Arc::new(ListenerStats::new(shards)),
+                sockets,
             };
             for (shard, fd) in per_shard.iter_mut().zip(fds) {
                 shard.push(bound.spec(Some(fd)));

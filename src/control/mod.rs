@@ -10,6 +10,7 @@
 //! - `admin.rs`: the HTTP API; `page.html`: the live stats page.
 //! - `ctl.rs`: `ringlb ctl`, the API for shell users.
 //! - `notify.rs`: systemd readiness notifications.
+//! - `upgrade.rs`: the control socket and the binary upgrade.
 
 pub mod admin;
 pub mod ctl;
@@ -18,6 +19,7 @@ pub mod notify;
 pub mod reload;
 pub mod servers;
 pub mod stats;
+pub mod upgrade;
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::health::Checker;
 use crate::net::{bind_reuseport_group, close_fd};
 use crate::pool::{Pools, HEALTH_DOWN};
-use crate::runtime::{BoundListener, Runtime};
+use crate::runtime::{keep_copies, BoundListener, Runtime};
 use crate::shard::{Command, ListenerStats, Swap};
 
 /// Why a configuration could not be applied (the running one stays).
@@ -130,8 +130,16 @@ impl Runtime {
                     });
                     new_fds.push(None);
                 }
-                None => match bind_reuseport_group(l.bind, shards) {
-                    Ok((fds, addr)) => {
+                None => match bind_reuseport_group(l.bind, shards).and_then(|(fds, addr)| {
+                    match keep_copies(&fds) {
+                        Ok(sockets) => Ok((fds, addr, sockets)),
+                        Err(e) => {
+                            fds.into_iter().for_each(close_fd);
+                            Err(e)
+                        }
+                    }
+                }) {
+                    Ok((fds, addr, sockets)) => {
                         listeners.push(BoundListener {
                             id: self.next_listener_id,
                             name: l.name.clone(),
@@ -139,6 +147,7 @@ impl Runtime {
                             addr,
                             pool: l.pool,
                             stats: Arc::new(ListenerStats::new(shards)),
+                            sockets,
                         });
                         self.next_listener_id += 1;
                         new_fds.push(Some(fds));

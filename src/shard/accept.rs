@@ -203,8 +203,13 @@ impl Shard {
         }
         if result >= 0 {
             self.listeners[l].backoff = BACKOFF_MIN;
-            if self.stop_deadline.is_some() || self.listeners[l].pool == NO_LISTENER_POOL {
-                // Stopping, or a listener a reload removed with its pool.
+            let past_grace = self.stop_deadline.is_some_and(|d| self.now >= d);
+            if past_grace || self.listeners[l].pool == NO_LISTENER_POOL {
+                // Accepted after the stop deadline (completions already on
+                // their way when the accept was cancelled), or on a
+                // listener a reload removed with its pool. One accepted
+                // during the grace period is served like any other: after
+                // a binary upgrade the new process would have served it.
                 set_reset_on_close(result);
                 close_fd(result);
             } else {
