@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use common::{config, start, Backend, Behaviour};
 use ringlb::config::{BalanceKind, ForwardMode};
 
-/// The fds of this process listening on `addr` (ringlb's, one per shard).
+/// One fd per distinct socket of this process listening on `addr` (one
+/// per shard; the runtime's copies, kept for a binary upgrade, name the
+/// same sockets).
 fn listening_fds(addr: SocketAddr) -> Vec<RawFd> {
     let mut fds = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
         let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else {
             continue;
@@ -43,7 +46,8 @@ fn listening_fds(addr: SocketAddr) -> Vec<RawFd> {
                 &mut len,
             )
         } == 0;
-        if ok && listening == 1 && sock.as_socket() == Some(addr) {
+        let inode = std::fs::read_link(entry.path()).ok();
+        if ok && listening == 1 && sock.as_socket() == Some(addr) && seen.insert(inode) {
             fds.push(fd);
         }
     }
