@@ -12,6 +12,10 @@
 # BALANCE_NEW / BALANCE_BASE set each side's algorithm (default leastconn),
 # so one binary can be compared with itself across algorithms:
 #   BALANCE_NEW=p2c BALANCE_BASE=roundrobin perf/ab-counts.sh target/release/ringlb target/release/ringlb close 5000
+# EXTRA_NEW / EXTRA_BASE append TOML to each side's configuration ($out is
+# the run's scratch directory), e.g. the access log's cost:
+#   EXTRA_NEW='[log]
+#   access = "$out/access.log"' perf/ab-counts.sh target/release/ringlb target/release/ringlb close 5000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 new=$(realpath "$1"); base=$(realpath "$2"); mode=${3:-ka}; n=${4:-20000}
@@ -39,9 +43,10 @@ name = "web"
 balance = "$2"
 servers = [{ name = "a", addr = "127.0.0.1:18601" }, { name = "b", addr = "127.0.0.1:18602" }]
 CONF
+printf '%s\n' "${3//\$out/$out}" >>"$out/lb-$1.toml"
 }
-config new "${BALANCE_NEW:-leastconn}"
-config base "${BALANCE_BASE:-leastconn}"
+config new "${BALANCE_NEW:-leastconn}" "${EXTRA_NEW:-}"
+config base "${BALANCE_BASE:-leastconn}" "${EXTRA_BASE:-}"
 for port in 18601 18602; do
   "$bench" serve http --listen "127.0.0.1:$port" >/dev/null 2>&1 & pids+=($!)
 done

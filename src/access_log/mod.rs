@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::config::{AccessFormat, AccessLogConfig, AccessTarget};
-use format::WallClock;
+use crate::config::{AccessLogConfig, AccessTarget};
+use format::{LineFormat, WallClock};
 pub use record::{Cause, Name, Phase, Record};
 
 /// How long the writer sleeps when every queue is empty.
@@ -133,7 +133,7 @@ impl AccessLog {
             queues: queues.clone(),
             shared: shared.clone(),
             sink,
-            format: config.format,
+            format: LineFormat::new(config.format),
             failing: false,
         };
         let thread = std::thread::Builder::new()
@@ -200,14 +200,14 @@ struct Writer {
     queues: Vec<AccessQueue>,
     shared: Arc<Shared>,
     sink: Sink,
-    format: AccessFormat,
+    format: LineFormat,
     /// The last write failed (logged once per change of state).
     failing: bool,
 }
 
 impl Writer {
     fn run(mut self) {
-        let mut out = String::with_capacity(BATCH_BYTES * 2);
+        let mut out = Vec::with_capacity(BATCH_BYTES * 2);
         loop {
             // Read before draining: a record queued before the stop is
             // then always drained.
@@ -225,7 +225,7 @@ impl Writer {
                     // the others' lines of the batch.
                     for _ in 0..256 {
                         let Some(r) = q.pop() else { break };
-                        format::line(&mut out, &r, &clock, self.format);
+                        self.format.line(&mut out, &r, &clock);
                         lines += 1;
                         idle = false;
                     }
@@ -242,11 +242,11 @@ impl Writer {
         }
     }
 
-    fn flush(&mut self, out: &mut String, lines: u64) {
+    fn flush(&mut self, out: &mut Vec<u8>, lines: u64) {
         if out.is_empty() {
             return;
         }
-        match self.sink.write_all(out.as_bytes()) {
+        match self.sink.write_all(out) {
             Ok(()) => {
                 self.shared.written.fetch_add(lines, Ordering::Relaxed);
                 if std::mem::take(&mut self.failing) {

@@ -236,8 +236,20 @@ pub enum Action {
     },
     /// Every byte before the source's FIN is out: pass the FIN on.
     ForwardFin,
-    /// The direction failed: end the pair with a reset.
-    Abort,
+    /// The direction failed: end the pair with a reset, blaming its
+    /// source or sink (or ringlb, for an event a state did not expect).
+    Abort(Fault),
+}
+
+/// Which end of a direction an [`Action::Abort`] blames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Reading the source failed (or it reset).
+    Source,
+    /// Writing to the sink failed (or it reset).
+    Sink,
+    /// An event the direction's state did not expect.
+    Internal,
 }
 
 pub type Actions = SmallVec<[Action; 4]>;
@@ -417,8 +429,12 @@ impl Dir {
                     drained: false,
                 })
             }
-            (s, Event::Readable(_) | Event::Writable(_)) => {
-                out.push(Action::Abort);
+            (s, Event::Readable(_)) => {
+                out.push(Action::Abort(Fault::Source));
+                Dir::Splice(s)
+            }
+            (s, Event::Writable(_)) => {
+                out.push(Action::Abort(Fault::Sink));
                 Dir::Splice(s)
             }
             (
@@ -454,7 +470,7 @@ impl Dir {
                 }
                 Spliced::Failed(_) => {
                     out.push(Action::ReturnPipe { pipe, bytes: 0 });
-                    out.push(Action::Abort);
+                    out.push(Action::Abort(Fault::Source));
                     Dir::Splice(Splice::AwaitReadable)
                 }
             },
@@ -496,13 +512,13 @@ impl Dir {
                     Dir::Splice(Splice::AwaitWritable { pipe, bytes })
                 }
                 Spliced::Failed(_) => {
-                    out.push(Action::Abort);
+                    out.push(Action::Abort(Fault::Sink));
                     Dir::Splice(Splice::AwaitWritable { pipe, bytes })
                 }
             },
             (s, e) => {
                 debug_assert!(false, "{e:?} for a splice direction that is {s:?}");
-                out.push(Action::Abort);
+                out.push(Action::Abort(Fault::Internal));
                 Dir::Splice(s)
             }
         };
@@ -545,9 +561,13 @@ impl Dir {
                 });
                 Dir::RingSplice(RingSplice::Filling { pipe })
             }
-            (s, _) => {
+            (s, event) => {
                 // An error, or an event this state does not expect.
-                out.push(Action::Abort);
+                out.push(Action::Abort(match event {
+                    Event::RingIn(_) => Fault::Source,
+                    Event::RingOut(_) => Fault::Sink,
+                    _ => Fault::Internal,
+                }));
                 Dir::RingSplice(s)
             }
         };
@@ -706,7 +726,7 @@ fn copy_on(c: &mut Copy, event: Event, ctx: &Ctx, out: &mut Actions) -> Option<D
                     }
                 }
                 _ => {
-                    out.push(Action::Abort);
+                    out.push(Action::Abort(Fault::Source));
                     return None;
                 }
             };
@@ -715,15 +735,15 @@ fn copy_on(c: &mut Copy, event: Event, ctx: &Ctx, out: &mut Actions) -> Option<D
         Event::Sent(result) => {
             let Some(front) = c.outbox.first_mut() else {
                 debug_assert!(false, "a send completed with an empty outbox");
-                out.push(Action::Abort);
+                out.push(Action::Abort(Fault::Internal));
                 return None;
             };
             let Ok(n) = u32::try_from(result) else {
-                out.push(Action::Abort);
+                out.push(Action::Abort(Fault::Sink));
                 return None;
             };
             if n == 0 {
-                out.push(Action::Abort);
+                out.push(Action::Abort(Fault::Sink));
                 return None;
             }
             front.sent += n;
@@ -746,7 +766,7 @@ fn copy_on(c: &mut Copy, event: Event, ctx: &Ctx, out: &mut Actions) -> Option<D
         }
         e => {
             debug_assert!(false, "{e:?} for a copy direction");
-            out.push(Action::Abort);
+            out.push(Action::Abort(Fault::Internal));
             None
         }
     }
@@ -986,13 +1006,13 @@ mod tests {
         assert_eq!(
             d.on(Event::RecvEnded(-libc::ECONNRESET), &ctx(m))
                 .as_slice(),
-            [Action::Abort]
+            [Action::Abort(Fault::Source)]
         );
         let mut d = started(m);
         recv(&mut d, 1, 10, true, m);
         assert_eq!(
             d.on(Event::Sent(-libc::EPIPE), &ctx(m)).as_slice(),
-            [Action::Abort]
+            [Action::Abort(Fault::Sink)]
         );
         // The buffer stays with the direction until the pair is finished.
         let (bufs, pipe) = d.release();
@@ -1144,13 +1164,13 @@ mod tests {
         let mut d = Dir::Splice(Splice::AwaitReadable);
         assert_eq!(
             d.on(Event::Readable(-libc::ECONNRESET), &c).as_slice(),
-            [Action::Abort]
+            [Action::Abort(Fault::Source)]
         );
         let mut d = Dir::Splice(Splice::Lending);
         d.on(Event::PipeLent(Some(pipe())), &c);
         d.on(Event::SplicedIn(Spliced::Moved(10)), &c);
         let a = d.on(Event::SplicedOut(Spliced::Failed(libc::EPIPE)), &c);
-        assert_eq!(a.as_slice(), [Action::Abort]);
+        assert_eq!(a.as_slice(), [Action::Abort(Fault::Sink)]);
         assert_eq!(d.undelivered(), 10);
         assert_eq!(d.release().1, Some((pipe(), 10)));
     }

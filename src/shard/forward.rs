@@ -12,7 +12,7 @@ use io_uring::opcode;
 use io_uring::types::Fd;
 
 use super::buffers::GROUP;
-use super::direction::{Action, Ctx, Event, Spliced};
+use super::direction::{Action, Ctx, Event, Fault, Spliced};
 use super::pair::{PairState, Ttfb, UP};
 use super::swap::snapshot;
 use super::token::{Op, Tag};
@@ -43,23 +43,13 @@ fn splice(from: i32, to: i32, len: usize) -> Spliced {
     }
 }
 
-/// Whom an abort that `event` leads to blames: a failed read blames the
-/// direction's source, a failed write its sink; anything else is ringlb's
-/// own (an event a state did not expect).
-fn fault_of(event: &Event, d: usize) -> Cause {
-    let source = match event {
-        Event::Received { .. }
-        | Event::RecvEnded(_)
-        | Event::Readable(_)
-        | Event::SplicedIn(_)
-        | Event::RingIn(_) => true,
-        Event::Sent(_) | Event::Writable(_) | Event::SplicedOut(_) | Event::RingOut(_) => false,
-        Event::Start | Event::BufferFree | Event::PipeLent(_) => return Cause::Proxy,
-    };
-    if source == (d == UP) {
-        Cause::Client
-    } else {
-        Cause::Server
+/// Whom an abort of direction `d` blames: its source is the client going
+/// up and the server coming down.
+fn blame(fault: Fault, d: usize) -> Cause {
+    match (fault, d == UP) {
+        (Fault::Source, true) | (Fault::Sink, false) => Cause::Client,
+        (Fault::Source, false) | (Fault::Sink, true) => Cause::Server,
+        (Fault::Internal, _) => Cause::Proxy,
     }
 }
 
@@ -98,10 +88,9 @@ impl Shard {
                 return;
             }
             let ctx = self.dir_ctx();
-            let fault = fault_of(&event, d);
             let actions = self.pairs[slot].dirs[d].on(event, &ctx);
             for action in actions {
-                if let Some(answer) = self.perform(slot, d, action, fault) {
+                if let Some(answer) = self.perform(slot, d, action) {
                     debug_assert!(next.is_none(), "two answers from one step");
                     next = Some(answer);
                 }
@@ -122,9 +111,8 @@ impl Shard {
         }
     }
 
-    /// Performs one action; returns the answer of an action done on the
-    /// spot. `fault`: whom an abort blames.
-    fn perform(&mut self, slot: usize, d: usize, action: Action, fault: Cause) -> Option<Event> {
+    /// Performs one action; returns the answer of an action done on the spot.
+    fn perform(&mut self, slot: usize, d: usize, action: Action) -> Option<Event> {
         let forwarding = self.pairs[slot].state == PairState::Forwarding;
         match action {
             Action::GiveBack(buf) => self.buffers().give_back(buf),
@@ -134,7 +122,7 @@ impl Shard {
                 let generation = self.pairs[slot].generation;
                 self.buffer_waiters.push_back((slot as u32, generation, d));
             }
-            Action::Abort => self.abort(slot, fault),
+            Action::Abort(fault) => self.abort(slot, blame(fault, d)),
             Action::ForwardFin => self.forward_fin(slot, d),
             // Nothing more is started on a pair that is closing.
             _ if !forwarding => {}

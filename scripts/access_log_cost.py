@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""What the access log costs: CPU per connection of ringlb writing one line
+per connection to a file, against the same ringlb without the log, in one
+run (alternating, medians of N rounds), in `Connection: close` mode (a line
+per request: the worst case) and keep-alive. The balancer's shard is pinned
+to CPU 1 with the load on CPU 0 (balancer-bound); the log writer thread is
+not pinned. The CPU counted is the whole process's (shard and writer).
+
+    scripts/access-log-cost.sh [--rounds N] [--duration SECS]"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare_peers as cp  # noqa: E402
+
+PORTS = {"off": 18411, "on": 18412}
+ADMIN = 18419
+
+
+def config(port, log_path):
+    log = f'[log]\naccess = "{log_path}"\n[admin]\nbind = "127.0.0.1:{ADMIN}"\n' if log_path else ""
+    return f"""
+{log}
+[runtime]
+shards = 1
+cpus = [{cp.BALANCER_CPU}]
+
+[timeouts]
+client_idle = "300s"
+server_idle = "300s"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:{port}"
+pool = "web"
+
+[[pool]]
+name = "web"
+balance = "leastconn"
+servers = [
+  {{ name = "a", addr = "127.0.0.1:{cp.BACKENDS[0]}" }},
+  {{ name = "b", addr = "127.0.0.1:{cp.BACKENDS[1]}" }},
+]
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ringlb", required=True)
+    ap.add_argument("--bench", required=True)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=8)
+    args = ap.parse_args()
+    raw = {(mode, name): [] for mode in ("close", "ka") for name in PORTS}
+    with tempfile.TemporaryDirectory(prefix="ringlb-access-cost-") as d:
+        log_path = os.path.join(d, "access.log")
+        lab = cp.Lab(os.path.abspath(args.ringlb), d)
+        try:
+            lab.start_backends()
+            pids = {}
+            for name, port in PORTS.items():
+                conf = lab.write(f"{name}.toml", config(port, log_path if name == "on" else None))
+                p = lab.spawn([lab.ringlb, "run", "--config", conf, "--log-level", "warn"])
+                cp.wait_port(port, p)
+                pids[name] = p.pid
+            for rnd in range(args.rounds):
+                for mode in ("close", "ka"):
+                    for name, port in PORTS.items():
+                        print(f"round {rnd + 1}/{args.rounds}: {mode} {name}", file=sys.stderr, flush=True)
+                        r = cp.measured(pids[name], args.duration, lambda: cp.bench(
+                            args.bench, port, args.duration, mode == "close",
+                            os.path.join(d, f"{name}.json"), name))
+                        r["us_per_req"] = r["cpu_s"] / r["requests"] * 1e6
+                        raw[(mode, name)].append(r)
+            time.sleep(0.5)
+            with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/stats", timeout=5) as resp:
+                log_stats = json.load(resp)["access_log"]
+            with open(log_path, "rb") as f:
+                lines = sum(1 for _ in f)
+        finally:
+            lab.stop()
+    uname = os.uname()
+    print(f"Machine: {os.cpu_count()} CPUs, Linux {uname.release}, {time.strftime('%Y-%m-%d')}. "
+          f"ringlb-bench -t1 -c64 -d{args.duration}s, medians of {args.rounds} rounds, "
+          f"balancer pinned to CPU {cp.BALANCER_CPU}, load to CPU {cp.LOAD_CPU}; access log to a file.\n")
+    print("| mode | access log | req/s | CPU µs/req | p99 µs | CPU with / without |")
+    print("|---|---|---|---|---|---|")
+    for mode in ("close", "ka"):
+        med = {n: {k: statistics.median(x[k] for x in raw[(mode, n)]) for k in ("rps", "us_per_req", "p99_us")}
+               for n in PORTS}
+        ratio = med["on"]["us_per_req"] / med["off"]["us_per_req"]
+        rounds = [a["us_per_req"] / b["us_per_req"] for a, b in zip(raw[(mode, "on")], raw[(mode, "off")])]
+        for n in PORTS:
+            m = med[n]
+            extra = f"{ratio:.3f} (rounds {', '.join(f'{x:.2f}' for x in rounds)})" if n == "on" else ""
+            print(f"| {mode} | {n} | {m['rps']:,.0f} | {m['us_per_req']:.2f} | {m['p99_us']:.0f} | {extra} |")
+    print(f"\nLines written {log_stats['written']:,} (file: {lines:,}), dropped {log_stats['dropped']:,}, "
+          f"write errors {log_stats['write_errors']}.")
+
+
+if __name__ == "__main__":
+    main()
