@@ -101,34 +101,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Runtime::start_with(&config, inherited).context("cannot start the data plane")?;
             log_start(&runtime, &config);
             let control = Arc::new(Control::new(runtime, Box::new(move || args.config())));
-            let handed_over = Arc::new(AtomicBool::new(false));
-            let mut control_socket = ControlSocket::open(
-                &config.runtime.control_socket,
-                takeover.is_some(),
-                control.clone(),
-                handed_over.clone(),
-            )
-            .context("cannot open the control socket")?;
             if let Some(t) = takeover {
                 let old_pid = t.old_pid;
-                t.finish()
-                    .context("the running ringlb did not confirm the hand-over")?;
+                if let Err(e) = t.finish() {
+                    // The old process goes on serving; the clients this one
+                    // took meanwhile finish before it exits.
+                    let grace = config.runtime.grace;
+                    tracing::error!(
+                        "binary upgrade abandoned: {e}; the old process keeps serving; the connections this one accepted have {grace:?} to finish"
+                    );
+                    drain(&control, &signals, grace);
+                    return Ok(ExitCode::FAILURE);
+                }
                 tracing::info!(
                     old_pid,
                     "binary upgrade: serving; the old process drains and exits"
                 );
             }
-            let mut admin = match &config.admin {
-                Some(a) => Some(
-                    start_admin(a, control.clone(), args_upgrade)
-                        .context("cannot start the admin API")?,
-                ),
-                None => None,
-            };
+            let handed_over = Arc::new(AtomicBool::new(false));
+            let mut control_socket = ControlSocket::open(
+                &config.runtime.control_socket,
+                args_upgrade,
+                control.clone(),
+                handed_over.clone(),
+            )
+            .context("cannot open the control socket")?;
+            // After an upgrade the old process lets go of the admin address
+            // within a moment of the hand-over, or once it has drained if it
+            // was already stopping: until then it is retried every loop
+            // turn, and ringlb serves without it.
+            let mut admin = None;
+            let mut admin_wanted = config.admin.clone();
+            if let Some(a) = &admin_wanted {
+                match Admin::start(a.bind, a.token.clone(), control.clone()) {
+                    Ok(started) => {
+                        admin = Some(started);
+                        admin_wanted = None;
+                    }
+                    Err(e) if args_upgrade => tracing::warn!(
+                        "{e}; the old process still holds it: retrying until it lets go"
+                    ),
+                    Err(e) => return Err(e).context("cannot start the admin API"),
+                }
+            }
             notify::ready("serving");
             // Wait for a signal, looking every quarter second for a shard
             // that stopped on its own (see shard/driver.rs).
             let failure = loop {
+                if let Some(a) = &admin_wanted {
+                    if let Ok(started) = Admin::start(a.bind, a.token.clone(), control.clone()) {
+                        admin = Some(started);
+                        admin_wanted = None;
+                    }
+                }
                 if handed_over.load(Ordering::Acquire) {
                     // The new process binds the admin address next.
                     admin = None;
@@ -182,25 +207,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
-        }
-    }
-}
-
-/// Starts the admin API. After a binary upgrade the old process still
-/// holds the address for a moment (until it sees the hand-over): retried
-/// for a few seconds.
-fn start_admin(
-    a: &ringlb::config::AdminConfig,
-    control: Arc<Control>,
-    upgrading: bool,
-) -> Result<Admin, ringlb::control::admin::AdminError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match Admin::start(a.bind, a.token.clone(), control.clone()) {
-            Err(_) if upgrading && std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            result => return result,
         }
     }
 }

@@ -123,14 +123,18 @@ fn listener_group(
     shards: usize,
     inherited: &mut Vec<InheritedListener>,
 ) -> Result<(Vec<RawFd>, SocketAddr), StartError> {
-    let Some(i) = inherited.iter().position(|h| h.serves(l.bind)) else {
+    let found = inherited
+        .iter()
+        .position(|h| h.name == l.name && h.serves(l.bind))
+        .or_else(|| inherited.iter().position(|h| h.serves(l.bind)));
+    let Some(i) = found else {
         return bind_reuseport_group(l.bind, shards).map_err(|source| StartError::Bind {
             name: l.name.clone(),
             addr: l.bind,
             source,
         });
     };
-    let h = inherited.swap_remove(i);
+    let h = inherited.remove(i);
     if h.fds.len() > shards {
         return Err(StartError::TooFewShards {
             name: l.name.clone(),

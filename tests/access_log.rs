@@ -10,7 +10,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use common::{connect_from, dead_addr, wait_until, Backend, Behaviour};
 use ringlb::config::{
@@ -271,12 +271,13 @@ fn a_stalled_writer_drops_lines_and_never_slows_clients() {
     let addr = rt.listener_addr("echo").unwrap();
     const CLIENTS: usize = 4;
     const EACH: usize = 500;
-    let start = Instant::now();
     let workers: Vec<_> = (0..CLIENTS)
         .map(|_| {
             std::thread::spawn(move || {
                 for _ in 0..EACH {
                     let mut c = TcpStream::connect(addr).unwrap();
+                    // A shard waiting on the writer would show here.
+                    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                     c.write_all(b"0123456789").unwrap();
                     c.shutdown(Shutdown::Write).unwrap();
                     let mut back = Vec::new();
@@ -289,13 +290,11 @@ fn a_stalled_writer_drops_lines_and_never_slows_clients() {
     for w in workers {
         w.join().unwrap();
     }
-    let took = start.elapsed();
     let total = (CLIENTS * EACH) as u64;
     assert!(wait_until(Duration::from_secs(5), || rt.counters().closed == total));
     let dropped = rt.counters().access_log_dropped;
     // The pipe holds 64 KiB (~600 lines) and the queues 2 × 64 records.
     assert!(dropped > 0, "nothing dropped: {:?}", rt.counters());
-    assert!(took < Duration::from_secs(60), "{took:?}");
 
     // Now read everything; the writer finishes once ringlb stops.
     // SAFETY: fcntl on an fd this test owns.
@@ -372,5 +371,52 @@ fn queued_clients_end_with_queue_codes() {
     assert_eq!(lines["127.0.0.21"][0].times[0], -1.0, "never dispatched");
     assert_eq!(code("127.0.0.22"), "PQ");
     assert_eq!(code("127.0.0.20"), "--");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A reload reopens the file: after a rotation (rename), lines go to a new
+/// file at the configured path.
+#[test]
+fn reopening_follows_a_rotation() {
+    let echo = Backend::start(Behaviour::Echo);
+    let d = dir("rotate");
+    let path = d.join("access.log");
+    let log = AccessLogConfig {
+        target: AccessTarget::File(path.clone()),
+        format: AccessFormat::Text,
+        queue: 1024,
+    };
+    let mut rt = Runtime::start(&config(echo.addr, dead_addr(), dead_addr(), log)).unwrap();
+    let addr = rt.listener_addr("echo").unwrap();
+    let exchange = |n: usize| {
+        for _ in 0..n {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"x").unwrap();
+            c.shutdown(Shutdown::Write).unwrap();
+            let mut back = Vec::new();
+            c.read_to_end(&mut back).unwrap();
+        }
+    };
+    exchange(3);
+    assert!(wait_until(Duration::from_secs(5), || rt
+        .access_log()
+        .unwrap()
+        .written
+        == 3));
+    let rotated = d.join("access.log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    rt.reopen_access_log();
+    // The writer reopens at its next pass (within its idle wait).
+    std::thread::sleep(ringlb::access_log::IDLE * 3);
+    exchange(2);
+    assert!(wait_until(Duration::from_secs(5), || rt
+        .access_log()
+        .unwrap()
+        .written
+        == 5));
+    rt.stop(Duration::ZERO);
+    let count = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+    assert_eq!(count(&rotated), 3);
+    assert_eq!(count(&path), 2);
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -203,6 +203,8 @@ fn upgrade_under_constant_load_refuses_and_resets_nothing() {
     let mut old = run(&config, false);
     let addr = old.addr.clone();
     assert!(wait_until(Duration::from_secs(5), || socket.exists()));
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let mut socket_inode = inode(&socket);
     let load = Load::start(&addr, 6);
     let mut served_before = 0;
     for round in 0..2 {
@@ -241,7 +243,9 @@ fn upgrade_under_constant_load_refuses_and_resets_nothing() {
             "{new_log:#?}"
         );
         // The new process owns the control socket and the admin address.
-        assert!(socket.exists());
+        let now = inode(&socket);
+        assert_ne!(now, socket_inode, "the path names the new process's socket");
+        socket_inode = now;
         assert!(
             wait_until(Duration::from_secs(5), || admin_answers(admin)),
             "the admin API moved to the new process"
@@ -305,6 +309,23 @@ fn upgrade_refusals_are_clear_and_change_nothing() {
         err.contains("another ringlb is running and holds it"),
         "{err}"
     );
+    // A new process with fewer shards than the sockets it would receive.
+    let fewer = dir.join("fewer.toml");
+    std::fs::write(
+        &fewer,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("shards = 2", "shards = 1"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
+        .args(["run", "--upgrade", "--config"])
+        .arg(&fewer)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("set runtime.shards to at least 2"), "{err}");
     // The first one never noticed.
     exchange(&addr, 1).unwrap();
     let started = Instant::now();

@@ -77,8 +77,14 @@ pub struct AccessLog {
 }
 
 enum Sink {
-    Stderr,
-    File { path: PathBuf, file: File },
+    /// A copy of fd 2, written without `std::io::stderr()`'s lock (which
+    /// ringlb's own log takes: a blocked access log write must not hold
+    /// it).
+    Stderr(File),
+    File {
+        path: PathBuf,
+        file: File,
+    },
 }
 
 fn open(path: &Path) -> Result<File, AccessLogError> {
@@ -96,8 +102,7 @@ fn open(path: &Path) -> Result<File, AccessLogError> {
 impl Sink {
     fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
-            Sink::Stderr => std::io::stderr().lock().write_all(bytes),
-            Sink::File { file, .. } => file.write_all(bytes),
+            Sink::Stderr(file) | Sink::File { file, .. } => file.write_all(bytes),
         }
     }
 
@@ -119,7 +124,14 @@ impl AccessLog {
     /// shard.
     pub fn start(config: &AccessLogConfig, shards: usize) -> Result<AccessLog, AccessLogError> {
         let sink = match &config.target {
-            AccessTarget::Stderr => Sink::Stderr,
+            AccessTarget::Stderr => {
+                Sink::Stderr(File::from(crate::net::dup_fd(2).map_err(|source| {
+                    AccessLogError::Open {
+                        path: PathBuf::from("stderr"),
+                        source,
+                    }
+                })?))
+            }
             AccessTarget::File(path) => Sink::File {
                 path: path.clone(),
                 file: open(path)?,
@@ -216,29 +228,27 @@ impl Writer {
                 self.sink.reopen();
             }
             let clock = WallClock::now();
+            // One pass: up to 256 records per queue, so that one busy shard
+            // does not starve the others' lines, and a reopen is never
+            // further away than one pass.
             let mut lines = 0;
-            let mut idle = false;
-            while !idle {
-                idle = true;
-                for q in &self.queues {
-                    // A turn per queue, so one busy shard does not starve
-                    // the others' lines of the batch.
-                    for _ in 0..256 {
-                        let Some(r) = q.pop() else { break };
-                        self.format.line(&mut out, &r, &clock);
-                        lines += 1;
-                        idle = false;
+            for q in &self.queues {
+                for _ in 0..256 {
+                    let Some(r) = q.pop() else { break };
+                    self.format.line(&mut out, &r, &clock);
+                    lines += 1;
+                    if out.len() >= BATCH_BYTES {
+                        break;
                     }
-                }
-                if out.len() >= BATCH_BYTES {
-                    self.flush(&mut out, std::mem::take(&mut lines));
                 }
             }
             self.flush(&mut out, lines);
-            if stopping {
-                return;
+            if lines == 0 {
+                if stopping {
+                    return;
+                }
+                std::thread::park_timeout(IDLE);
             }
-            std::thread::park_timeout(IDLE);
         }
     }
 

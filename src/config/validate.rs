@@ -165,11 +165,13 @@ impl Validator<'_> {
                     format!("`{}` is not an absolute path", c.value),
                 );
                 ControlSocket::Off
-            } else if c.value.len() >= 108 {
+            } else if c.value.len() > 98 {
+                // A unix socket path holds 107 bytes, and the socket is
+                // first bound at a temporary name 9 bytes longer.
                 self.err(
                     &c.at,
                     "runtime.control_socket",
-                    "is longer than a unix socket path may be (107 bytes)",
+                    "is longer than 98 bytes (a unix socket path holds 107, and ringlb binds at a temporary name beside it first)",
                 );
                 ControlSocket::Off
             } else {
@@ -232,8 +234,8 @@ impl Validator<'_> {
         };
         let queue = match &raw.queue {
             None => DEFAULT_ACCESS_QUEUE,
-            Some(q) => integer_in(q, |n| (16..=1 << 20).contains(n)).unwrap_or_else(|| {
-                self.err(&q.at, "log.queue", "must be from 16 to 1048576");
+            Some(q) => integer_in(q, |n| (16..=1 << 16).contains(n)).unwrap_or_else(|| {
+                self.err(&q.at, "log.queue", "must be from 16 to 65536");
                 DEFAULT_ACCESS_QUEUE
             }),
         };

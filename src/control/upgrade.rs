@@ -22,11 +22,11 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -112,32 +112,38 @@ fn seqpacket() -> std::io::Result<OwnedFd> {
     .map_err(io_err)
 }
 
-fn set_timeouts(fd: &OwnedFd) -> std::io::Result<()> {
+fn set_timeouts(fd: &impl AsFd) -> std::io::Result<()> {
     let tv = nix::sys::time::TimeVal::new(PEER_TIMEOUT.as_secs() as _, 0);
     socket::setsockopt(fd, sockopt::ReceiveTimeout, &tv).map_err(io_err)?;
     socket::setsockopt(fd, sockopt::SendTimeout, &tv).map_err(io_err)
 }
 
 /// Sends one message, with `fds` attached.
-fn send(fd: &OwnedFd, msg: &impl Serialize, fds: &[RawFd]) -> std::io::Result<()> {
+fn send(fd: &impl AsFd, msg: &impl Serialize, fds: &[RawFd]) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
     let iov = [IoSlice::new(&bytes)];
     let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
-    socket::sendmsg::<()>(fd.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
-        .map_err(io_err)?;
+    socket::sendmsg::<()>(
+        fd.as_fd().as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(io_err)?;
     Ok(())
 }
 
 /// Receives one message and the fds it carries; `None` at end of stream.
 fn recv<T: for<'de> Deserialize<'de>>(
-    fd: &OwnedFd,
+    fd: &impl AsFd,
 ) -> Result<Option<(T, Vec<OwnedFd>)>, UpgradeError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut iov = [IoSliceMut::new(&mut buf)];
     let msg = socket::recvmsg::<()>(
-        fd.as_raw_fd(),
+        fd.as_fd().as_raw_fd(),
         &mut iov,
         Some(&mut cmsg),
         MsgFlags::MSG_CMSG_CLOEXEC,
@@ -260,6 +266,8 @@ impl Takeover {
 pub struct ControlSocket {
     path: PathBuf,
     listen: Arc<OwnedFd>,
+    /// The peer being served, so that stopping can cut it short.
+    peer: Arc<Mutex<Option<OwnedFd>>>,
     /// (device, inode) of the socket file this process created: it removes
     /// the path at exit only if the path is still its own.
     ident: (u64, u64),
@@ -295,16 +303,18 @@ impl ControlSocket {
             Ok((listen, ident)) => {
                 let listen = Arc::new(listen);
                 let stop = Arc::new(AtomicBool::new(false));
+                let peer = Arc::new(Mutex::new(None));
                 let thread = {
-                    let (listen, stop) = (listen.clone(), stop.clone());
+                    let (listen, stop, peer) = (listen.clone(), stop.clone(), peer.clone());
                     std::thread::Builder::new()
                         .name("ringlb-control".into())
-                        .spawn(move || serve(&listen, &stop, &control, &handed_over))?
+                        .spawn(move || serve(&listen, &stop, &peer, &control, &handed_over))?
                 };
                 tracing::info!(path = %path.display(), "control socket (binary upgrade) ready");
                 Ok(Some(ControlSocket {
                     path: path.to_path_buf(),
                     listen,
+                    peer,
                     ident,
                     stop,
                     thread: Some(thread),
@@ -332,12 +342,23 @@ impl ControlSocket {
         if !taking_over && path.exists() {
             // A live socket belongs to a running ringlb; a dead one is
             // left over from a crash and replaced.
-            let probe = seqpacket().map_err(&err)?;
+            let probe = socket::socket(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .map_err(|e| err(io_err(e)))?;
             let addr = UnixAddr::new(path).map_err(|e| err(io_err(e)))?;
-            if socket::connect(probe.as_raw_fd(), &addr).is_ok() {
-                return Err(UpgradeError::InUse {
-                    path: path.to_path_buf(),
-                });
+            match socket::connect(probe.as_raw_fd(), &addr) {
+                // Answering, or busy (its backlog full): alive.
+                Ok(()) | Err(nix::Error::EAGAIN) => {
+                    return Err(UpgradeError::InUse {
+                        path: path.to_path_buf(),
+                    })
+                }
+                Err(nix::Error::ECONNREFUSED | nix::Error::ENOENT) => {}
+                Err(e) => return Err(err(io_err(e))),
             }
         }
         let name = path
@@ -370,8 +391,12 @@ impl ControlSocket {
     /// it since.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // Wakes the thread's accept (EINVAL on a shut-down listener).
+        // Wakes the thread's accept (EINVAL on a shut-down listener), or
+        // its wait for a peer's next message.
         let _ = socket::shutdown(self.listen.as_raw_fd(), socket::Shutdown::Both);
+        if let Some(peer) = self.peer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = socket::shutdown(peer.as_raw_fd(), socket::Shutdown::Both);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -391,12 +416,25 @@ impl Drop for ControlSocket {
 
 /// The control socket's thread: one peer at a time, until a new process
 /// has taken over or the socket is stopped.
-fn serve(listen: &OwnedFd, stop: &AtomicBool, control: &Control, handed_over: &AtomicBool) {
+fn serve(
+    listen: &OwnedFd,
+    stop: &AtomicBool,
+    peer: &Mutex<Option<OwnedFd>>,
+    control: &Control,
+    handed_over: &AtomicBool,
+) {
     while !stop.load(Ordering::Acquire) {
         let conn = match socket::accept4(listen.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             // SAFETY: accept4 just returned this fd; nothing else owns it.
             Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
             Err(nix::Error::EINTR | nix::Error::ECONNABORTED) => continue,
+            Err(
+                nix::Error::EMFILE | nix::Error::ENFILE | nix::Error::ENOBUFS | nix::Error::ENOMEM,
+            ) => {
+                // Out of fds for now: the data path has them all.
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
             Err(e) => {
                 if !stop.load(Ordering::Acquire) {
                     tracing::error!("control socket: accept failed: {e}; binary upgrade is off");
@@ -404,7 +442,19 @@ fn serve(listen: &OwnedFd, stop: &AtomicBool, control: &Control, handed_over: &A
                 return;
             }
         };
-        match answer(&conn, control) {
+        // Kept where `stop` can shut it down; closed under the lock.
+        let fd = conn.as_raw_fd();
+        *peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+        if stop.load(Ordering::Acquire) {
+            peer.lock().unwrap_or_else(|e| e.into_inner()).take();
+            return;
+        }
+        // SAFETY: `fd` is the connection just stored in `peer`, which only
+        // this thread takes out (and closes), below.
+        let conn = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let result = answer(conn, control);
+        peer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match result {
             Ok(Some(pid)) => {
                 tracing::info!(
                     new_pid = pid,
@@ -421,7 +471,8 @@ fn serve(listen: &OwnedFd, stop: &AtomicBool, control: &Control, handed_over: &A
 
 /// Serves one peer. Returns its pid once it has taken over and asked this
 /// process to drain.
-fn answer(conn: &OwnedFd, control: &Control) -> Result<Option<u32>, UpgradeError> {
+fn answer(conn: BorrowedFd<'_>, control: &Control) -> Result<Option<u32>, UpgradeError> {
+    let conn = &conn;
     set_timeouts(conn)?;
     let me = std::process::id();
     let refuse = |error: String| Reply {
@@ -433,6 +484,8 @@ fn answer(conn: &OwnedFd, control: &Control) -> Result<Option<u32>, UpgradeError
     let cred = socket::getsockopt(conn, sockopt::PeerCredentials).map_err(io_err)?;
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
+    // The kernel's word for who is asking, not the message's.
+    let pid = cred.pid() as u32;
     if cred.uid() != euid && cred.uid() != 0 {
         let why = format!(
             "uid {} may not take over a process of uid {euid}",
@@ -444,7 +497,7 @@ fn answer(conn: &OwnedFd, control: &Control) -> Result<Option<u32>, UpgradeError
     let Some((request, _)) = recv::<Request>(conn)? else {
         return Ok(None);
     };
-    let Request::Listeners { version, pid } = request else {
+    let Request::Listeners { version, .. } = request else {
         let _ = send(conn, &refuse("ask for the listeners first".into()), &[]);
         return Ok(None);
     };
@@ -489,6 +542,29 @@ fn answer(conn: &OwnedFd, control: &Control) -> Result<Option<u32>, UpgradeError
     }
     match recv::<Request>(conn) {
         Ok(Some((Request::Drain, _))) => {
+            // Refused if this process started stopping meanwhile (it would
+            // keep the admin address until it has drained), or a reload
+            // changed its listeners (sockets bound since were not handed
+            // over, and would reset their queued clients at exit).
+            let changed = {
+                let rt = control.lock();
+                if rt.stopping() {
+                    Some("this process started stopping during the upgrade")
+                } else if rt
+                    .listeners()
+                    .iter()
+                    .map(|l| l.id)
+                    .ne(listeners.iter().map(|l| l.id))
+                {
+                    Some("a reload changed the listeners during the upgrade; start the upgrade again")
+                } else {
+                    None
+                }
+            };
+            if let Some(why) = changed {
+                let _ = send(conn, &refuse(why.into()), &[]);
+                return Err(UpgradeError::Refused(why.into()));
+            }
             send(
                 conn,
                 &Reply {

@@ -459,4 +459,11 @@ impl Shard {
     pub(super) fn stop_accepting(&mut self) {
         self.pause_all(Pause::Stopped);
     }
+
+    /// No accept is in flight any more (each one's last completion is in).
+    pub(super) fn accepts_settled(&self) -> bool {
+        self.listeners
+            .iter()
+            .all(|l| matches!(l.state, AcceptState::Paused(_)))
+    }
 }

@@ -157,6 +157,7 @@ impl Shard {
         p.state = PairState::Connecting;
         p.connect_started = self.now;
         p.dispatched.get_or_insert(self.now);
+        p.connect_error = 0;
         p.last_server = Some((self.epoch, pool_i as u32, si as u32));
         p.inflight += 2;
         let generation = p.generation;

@@ -98,7 +98,10 @@ impl Shard {
             self.run_deferred();
             self.publish();
             if let Some(deadline) = self.stop_deadline {
-                if self.counters.active == 0 {
+                // Clients whose accept completed before the cancel took
+                // effect arrive up to the accept's last completion: wait
+                // for it, and serve them.
+                if self.counters.active == 0 && self.accepts_settled() {
                     return Ok(());
                 }
                 if self.now >= deadline + STOP_ESCAPE {

@@ -166,7 +166,7 @@ impl Shard {
             if !pool.any_up() {
                 // No server is up: no wait can help; each shard resets its
                 // own waiters (this one now, the others at their poll).
-                self.give_up_queued(pool_i);
+                self.give_up_queued(pool_i, Cause::Server);
                 return;
             }
             if !pool.has_free_slot(crate::clock::millis(self.now)) {
@@ -368,13 +368,15 @@ impl Shard {
 
     /// Resets every waiter of this shard in `pool_i`: no server is up, or
     /// the pool is going.
-    pub(super) fn give_up_queued(&mut self, pool_i: usize) {
+    pub(super) fn give_up_queued(&mut self, pool_i: usize, cause: Cause) {
         while let Some((slot, generation)) = self.queues[pool_i].pop_front() {
             let slot = slot as usize;
             let p = &self.pairs[slot];
             if p.generation == generation && p.state == PairState::Queued {
                 self.leave_queue(slot);
-                self.pairs[slot].phase = Some(Phase::Waiting);
+                let p = &mut self.pairs[slot];
+                p.phase = Some(Phase::Waiting);
+                p.end_by(cause);
                 self.give_up(slot);
             }
         }

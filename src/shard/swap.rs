@@ -32,6 +32,7 @@ use super::accept::{Listener, Pause};
 use super::pair::PairState;
 use super::stats::ListenerStats;
 use super::Shard;
+use crate::access_log::Cause;
 use crate::balance;
 use crate::config::Timeouts;
 use crate::net::close_fd;
@@ -81,7 +82,6 @@ pub(super) struct Retired {
     pub pairs: u32,
 }
 
-/// The snapshot of `epoch`: the current one, or one retired.
 /// The snapshot of `epoch`, if this shard still has it.
 pub(super) fn find_snapshot<'a>(
     current: &'a Arc<Pools>,
@@ -95,6 +95,7 @@ pub(super) fn find_snapshot<'a>(
     retired.iter().find(|r| r.epoch == epoch).map(|r| &*r.pools)
 }
 
+/// The snapshot of `epoch`: the current one, or one retired.
 pub(super) fn snapshot<'a>(
     current: &'a Arc<Pools>,
     current_epoch: u32,
@@ -132,7 +133,7 @@ impl Shard {
         // Waiters of a pool that goes have nowhere to go.
         for (old, new) in map.iter().enumerate() {
             if new.is_none() {
-                self.give_up_queued(old);
+                self.give_up_queued(old, Cause::Proxy);
             }
         }
         let mut queues = vec![VecDeque::new(); pools.pools.len()];
