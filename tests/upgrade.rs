@@ -273,6 +273,19 @@ fn upgrade_under_constant_load_refuses_and_resets_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `ringlb run --config CONFIG [--upgrade]` to its end, expecting it
+/// to fail; returns its stderr.
+fn refused(config: &Path, upgrade: bool) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringlb"));
+    cmd.args(["run", "--config"]).arg(config);
+    if upgrade {
+        cmd.arg("--upgrade");
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn upgrade_refusals_are_clear_and_change_nothing() {
     let backend = Backend::start(Behaviour::Echo);
@@ -282,13 +295,7 @@ fn upgrade_refusals_are_clear_and_change_nothing() {
     write_config(&config, &socket, free_port(), &[&backend]);
 
     // Nothing to take over from.
-    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
-        .args(["run", "--upgrade", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&config, true);
     assert!(
         err.contains("no running ringlb answers on") && err.contains("ringlb.sock"),
         "{err}"
@@ -298,13 +305,7 @@ fn upgrade_refusals_are_clear_and_change_nothing() {
     let first = run(&config, false);
     let addr = first.addr.clone();
     assert!(wait_until(Duration::from_secs(5), || socket.exists()));
-    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&config, false);
     assert!(
         err.contains("another ringlb is running and holds it"),
         "{err}"
@@ -318,13 +319,7 @@ fn upgrade_refusals_are_clear_and_change_nothing() {
             .replace("shards = 2", "shards = 1"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
-        .args(["run", "--upgrade", "--config"])
-        .arg(&fewer)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&fewer, true);
     assert!(err.contains("set runtime.shards to at least 2"), "{err}");
     // The first one never noticed.
     exchange(&addr, 1).unwrap();
