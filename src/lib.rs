@@ -11,6 +11,7 @@
 //! - [`timer_wheel`]: the hierarchical timer wheel every shard schedules on.
 
 pub mod access_log;
+pub mod acl;
 pub mod balance;
 pub mod budget;
 pub mod cli;

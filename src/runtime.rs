@@ -15,6 +15,7 @@ use crossbeam_queue::ArrayQueue;
 use uring_kit::{RingError, RingFlags};
 
 use crate::access_log::{AccessLog, AccessLogError, WriterStats};
+use crate::acl::Acl;
 use crate::budget::{self, BudgetError, ConnBudget, FdPlan};
 use crate::config::{Config, ListenerConfig};
 use crate::health::{Checker, CheckerError};
@@ -105,6 +106,13 @@ pub struct BoundListener {
     /// The runtime's own copies of the group's sockets (the shards own and
     /// close theirs): what a binary upgrade hands over.
     pub sockets: Arc<Vec<OwnedFd>>,
+    /// Who may connect; `None`: everyone.
+    pub acl: Option<Arc<Acl>>,
+}
+
+/// The access list a listener's configuration asks for, if any.
+pub(crate) fn acl_of(l: &ListenerConfig) -> Option<Arc<Acl>> {
+    l.has_acl().then(|| Arc::new(Acl::new(&l.allow, &l.deny)))
 }
 
 /// Close-on-exec copies of `fds`, kept by the runtime.
@@ -192,6 +200,7 @@ impl BoundListener {
             pool: self.pool,
             fd,
             stats: self.stats.clone(),
+            acl: self.acl.clone(),
         }
     }
 }
@@ -291,6 +300,7 @@ impl Runtime {
                 pool: l.pool,
                 stats: Arc::new(ListenerStats::new(shards)),
                 sockets,
+                acl: acl_of(l),
             };
             for (shard, fd) in per_shard.iter_mut().zip(fds) {
                 shard.push(bound.spec(Some(fd)));

@@ -37,6 +37,15 @@ fn server(addr: SocketAddr) -> ServerConfig {
     }
 }
 
+/// The access log to a file.
+fn to_file(path: &Path, format: AccessFormat, queue: usize) -> AccessLogConfig {
+    AccessLogConfig {
+        target: AccessTarget::File(path.to_path_buf()),
+        format,
+        queue,
+    }
+}
+
 /// Listeners `echo`, `reset` and `dead`, each with a pool of the same name
 /// and one server.
 fn config(echo: SocketAddr, reset: SocketAddr, dead: SocketAddr, log: AccessLogConfig) -> Config {
@@ -50,11 +59,7 @@ fn config(echo: SocketAddr, reset: SocketAddr, dead: SocketAddr, log: AccessLogC
     c.listeners = ["echo", "reset", "dead"]
         .iter()
         .enumerate()
-        .map(|(pool, name)| ListenerConfig {
-            name: name.to_string(),
-            bind: "127.0.0.1:0".parse().unwrap(),
-            pool,
-        })
+        .map(|(pool, name)| ListenerConfig::new(name, "127.0.0.1:0".parse().unwrap(), pool))
         .collect();
     c.access_log = Some(log);
     c
@@ -110,11 +115,7 @@ fn every_line_says_how_its_connection_ended() {
     let dead = dead_addr();
     let d = dir("codes");
     let path = d.join("access.log");
-    let log = AccessLogConfig {
-        target: AccessTarget::File(path.clone()),
-        format: AccessFormat::Text,
-        queue: 1024,
-    };
+    let log = to_file(&path, AccessFormat::Text, 1024);
     let rt = Runtime::start(&config(echo.addr, reset.addr, dead, log)).unwrap();
     let at = |name| rt.listener_addr(name).unwrap();
     let started = SystemTime::now();
@@ -207,11 +208,7 @@ fn json_lines_carry_the_same_fields() {
     let echo = Backend::start(Behaviour::Echo);
     let d = dir("json");
     let path = d.join("access.json");
-    let log = AccessLogConfig {
-        target: AccessTarget::File(path.clone()),
-        format: AccessFormat::Json,
-        queue: 1024,
-    };
+    let log = to_file(&path, AccessFormat::Json, 1024);
     let mut rt = Runtime::start(&config(echo.addr, dead_addr(), dead_addr(), log)).unwrap();
     for i in 0..3u8 {
         let mut c = TcpStream::connect(rt.listener_addr("echo").unwrap()).unwrap();
@@ -262,11 +259,7 @@ fn a_stalled_writer_drops_lines_and_never_slows_clients() {
         .custom_flags(libc::O_NONBLOCK)
         .open(&fifo)
         .unwrap();
-    let log = AccessLogConfig {
-        target: AccessTarget::File(fifo.clone()),
-        format: AccessFormat::Text,
-        queue: 64,
-    };
+    let log = to_file(&fifo, AccessFormat::Text, 64);
     let mut rt = Runtime::start(&config(echo.addr, dead_addr(), dead_addr(), log)).unwrap();
     let addr = rt.listener_addr("echo").unwrap();
     const CLIENTS: usize = 4;
@@ -342,11 +335,7 @@ fn queued_clients_end_with_queue_codes() {
     c.timeouts.queue = Duration::from_millis(300);
     c.pools[0].servers[0].maxconn = 1;
     c.pools[0].policy.maxqueue = 1;
-    c.access_log = Some(AccessLogConfig {
-        target: AccessTarget::File(path.clone()),
-        format: AccessFormat::Text,
-        queue: 1024,
-    });
+    c.access_log = Some(to_file(&path, AccessFormat::Text, 1024));
     let (mut rt, addr) = common::start(&c);
     let mut holder = connect_from("127.0.0.20", addr);
     holder.write_all(b"a").unwrap();
@@ -381,11 +370,7 @@ fn reopening_follows_a_rotation() {
     let echo = Backend::start(Behaviour::Echo);
     let d = dir("rotate");
     let path = d.join("access.log");
-    let log = AccessLogConfig {
-        target: AccessTarget::File(path.clone()),
-        format: AccessFormat::Text,
-        queue: 1024,
-    };
+    let log = to_file(&path, AccessFormat::Text, 1024);
     let mut rt = Runtime::start(&config(echo.addr, dead_addr(), dead_addr(), log)).unwrap();
     let addr = rt.listener_addr("echo").unwrap();
     let exchange = |n: usize| {

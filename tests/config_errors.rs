@@ -722,3 +722,49 @@ fn the_log_section_and_the_control_socket_are_checked() {
         "not an absolute path",
     );
 }
+
+#[test]
+fn access_list_prefixes_are_checked() {
+    let with = |lists: &str| {
+        GOOD.replace(
+            "pool = \"app\"\n\n",
+            &format!("pool = \"app\"\n{lists}\n\n"),
+        )
+    };
+    let c = Config::parse(
+        &with(
+            "allow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\ndeny = [\"10.1.0.0/16\", \"192.0.2.7\"]",
+        ),
+        Path::new("lb.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.listeners[0].allow.len(), 2);
+    assert_eq!(c.listeners[0].deny[1].len, 32);
+    let errs = errors(&with(
+        "allow = [\"10.0.0.1/8\"]\ndeny = [\"10.1.0.0/16\", \"300.1.1.1\", \"::/129\"]",
+    ));
+    let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 3, "{shown:#?}");
+    assert!(
+        shown[0].contains("listener[0].allow[0]") && shown[0].contains("did you mean 10.0.0.0/8"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[1].contains("listener[0].deny[1]")
+            && shown[1].contains("not an address or a CIDR prefix"),
+        "{}",
+        shown[1]
+    );
+    assert!(
+        shown[2].contains("listener[0].deny[2]") && shown[2].contains("longer than the address"),
+        "{}",
+        shown[2]
+    );
+    one_error(
+        &with("deny = \"10.0.0.0/8\""),
+        14,
+        "listener[0].deny",
+        "array",
+    );
+}

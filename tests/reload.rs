@@ -330,11 +330,11 @@ fn apply_changes_timeouts_listeners_and_stick_tables() {
         BalanceKind::RoundRobin,
         cfg.pools[0].servers.clone(),
     ));
-    cfg.listeners.push(ListenerConfig {
-        name: "other".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        pool: 1,
-    });
+    cfg.listeners.push(ListenerConfig::new(
+        "other",
+        "127.0.0.1:0".parse().unwrap(),
+        1,
+    ));
     let mut rt = ringlb::Runtime::start(&cfg).unwrap();
     let other = rt.listener_addr("other").unwrap();
     exchange(&other.to_string(), 1).unwrap();

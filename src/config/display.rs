@@ -57,6 +57,19 @@ impl fmt::Display for Config {
                 "listener {} on {} -> pool {}",
                 l.name, l.bind, self.pools[l.pool].name
             )?;
+            if l.has_acl() {
+                writeln!(
+                    f,
+                    "  access list: {} allowed, {} denied prefixes ({})",
+                    l.allow.len(),
+                    l.deny.len(),
+                    if l.allow.is_empty() {
+                        "others allowed"
+                    } else {
+                        "others denied"
+                    }
+                )?;
+            }
         }
         for p in &self.pools {
             write!(

@@ -14,6 +14,8 @@ mod validate;
 mod values;
 
 use std::fmt;
+
+pub use crate::acl::Prefix;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -346,6 +348,27 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     /// Index into [`Config::pools`].
     pub pool: usize,
+    /// Who may connect (`crate::acl`): empty lists let everyone in.
+    pub allow: Vec<Prefix>,
+    pub deny: Vec<Prefix>,
+}
+
+impl ListenerConfig {
+    /// A listener open to every client.
+    pub fn new(name: &str, bind: SocketAddr, pool: usize) -> ListenerConfig {
+        ListenerConfig {
+            name: name.to_string(),
+            bind,
+            pool,
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+
+    /// Whether it checks clients against an access list.
+    pub fn has_acl(&self) -> bool {
+        !self.allow.is_empty() || !self.deny.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -112,6 +112,9 @@ pub(crate) struct RawListener {
     pub name: Option<Item<String>>,
     pub bind: Option<Item<String>>,
     pub pool: Option<Item<String>>,
+    /// CIDR prefixes, each with its key (`listener[0].allow[3]`).
+    pub allow: Vec<(String, Item<String>)>,
+    pub deny: Vec<(String, Item<String>)>,
 }
 
 #[derive(Debug)]
@@ -186,6 +189,8 @@ impl RawListener {
             name: None,
             bind: None,
             pool: None,
+            allow: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }
@@ -562,15 +567,37 @@ impl Reader<'_> {
     }
 
     fn listener(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawListener {
-        const FIELDS: &[&str] = &["name", "bind", "pool"];
-        self.require(path, &at, t, FIELDS);
+        self.require(path, &at, t, &["name", "bind", "pool"]);
+        const KNOWN: &[&str] = &["name", "bind", "pool", "allow", "deny"];
         let mut l = RawListener::empty();
-        for (name, key, v) in self.fields(path, t, FIELDS) {
-            let s = self.string(&key, v);
+        for (name, key, v) in self.fields(path, t, KNOWN) {
             match name {
-                "name" => l.name = s,
-                "bind" => l.bind = s,
-                _ => l.pool = s,
+                "allow" | "deny" => {
+                    let Some(a) = self.array(&key, v, "an array of CIDR prefixes") else {
+                        continue;
+                    };
+                    let list: Vec<(String, Item<String>)> = a
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, p)| {
+                            let k = format!("{key}[{i}]");
+                            self.string(&k, p).map(|s| (k, s))
+                        })
+                        .collect();
+                    if name == "allow" {
+                        l.allow = list;
+                    } else {
+                        l.deny = list;
+                    }
+                }
+                _ => {
+                    let s = self.string(&key, v);
+                    match name {
+                        "name" => l.name = s,
+                        "bind" => l.bind = s,
+                        _ => l.pool = s,
+                    }
+                }
             }
         }
         l

@@ -15,7 +15,7 @@ use super::values::{online_cpus_ids, parse_duration, parse_size, resolve};
 use super::{
     AccessFormat, AccessLogConfig, AccessTarget, AdminConfig, BalanceKind, CheckConfig, CheckKind,
     Config, ControlSocket, Expect, ForwardMode, HashKey, LeastTimeObserve, ListenerConfig,
-    OutlierConfig, PoolConfig, RuntimeConfig, ServerConfig, StickConfig, Timeouts,
+    OutlierConfig, PoolConfig, Prefix, RuntimeConfig, ServerConfig, StickConfig, Timeouts,
     DEFAULT_ACCESS_QUEUE, MAX_MAXCONN, MAX_WEIGHT,
 };
 
@@ -852,11 +852,26 @@ impl Validator<'_> {
             if let Some(bind) = bind {
                 bound.push((bind, name.unwrap_or("")));
             }
+            let mut prefixes = |list: &[(String, Item<String>)]| {
+                list.iter()
+                    .filter_map(|(key, item)| match Prefix::parse(&item.value) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            self.err(&item.at, key, e.to_string());
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let allow = prefixes(&l.allow);
+            let deny = prefixes(&l.deny);
             if let (Some(name), Some(bind), Some(pool)) = (name, bind, pool) {
                 listeners.push(ListenerConfig {
                     name: name.to_string(),
                     bind,
                     pool,
+                    allow,
+                    deny,
                 });
             }
         }

@@ -92,6 +92,12 @@ impl Collector for Scrape {
             "Clients turned away: no server, queue full or timed out.",
             listeners(|l| l.rejected),
         )?;
+        counters(
+            enc,
+            "ringlb_listener_denied",
+            "Clients the listener's access list turned away.",
+            listeners(|l| l.denied),
+        )?;
 
         let servers: Vec<(Labels, &ServerStats)> = s
             .pools

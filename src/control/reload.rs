@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::health::Checker;
 use crate::net::{bind_reuseport_group, close_fd};
 use crate::pool::{Pools, HEALTH_DOWN};
-use crate::runtime::{keep_copies, BoundListener, Runtime};
+use crate::runtime::{acl_of, keep_copies, BoundListener, Runtime};
 use crate::shard::{Command, ListenerStats, Swap};
 
 /// Why a configuration could not be applied (the running one stays).
@@ -126,6 +126,7 @@ impl Runtime {
                 Some(b) => {
                     listeners.push(BoundListener {
                         pool: l.pool,
+                        acl: acl_of(l),
                         ..b.clone()
                     });
                     new_fds.push(None);
@@ -148,6 +149,7 @@ impl Runtime {
                             pool: l.pool,
                             stats: Arc::new(ListenerStats::new(shards)),
                             sockets,
+                            acl: acl_of(l),
                         });
                         self.next_listener_id += 1;
                         new_fds.push(Some(fds));

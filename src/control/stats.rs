@@ -98,6 +98,8 @@ pub struct ListenerView {
     pub accepted: u64,
     pub active: u64,
     pub rejected: u64,
+    /// Turned away by the access list.
+    pub denied: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -194,6 +196,7 @@ impl Runtime {
                     accepted: c.accepted,
                     active: c.active,
                     rejected: c.rejected,
+                    denied: c.denied,
                 }
             })
             .collect();

@@ -30,6 +30,7 @@
 //! their fds at once (not through the ring), so the next waiting client can
 //! use them in the same turn of the loop.
 
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,7 @@ use super::swap::{ListenerSpec, NO_LISTENER_POOL};
 use super::timers::{Timer, BUDGET_RETRY, RESOURCE_PAUSE};
 use super::token::{Op, Tag};
 use super::Shard;
+use crate::acl::Acl;
 use crate::balance;
 use crate::config::{ForwardMode, HashKey};
 use crate::net::{close_fd, peer_addr, set_reset_on_close};
@@ -91,6 +93,8 @@ pub struct Listener {
     /// This shard's counts, published to `stats`.
     pub counts: ListenerCounts,
     stats: Arc<ListenerStats>,
+    /// Who may connect; `None`: everyone.
+    pub acl: Option<Arc<Acl>>,
 }
 
 impl Listener {
@@ -105,6 +109,7 @@ impl Listener {
             backoff: BACKOFF_MIN,
             counts: ListenerCounts::default(),
             stats: spec.stats,
+            acl: spec.acl,
         }
     }
 
@@ -212,8 +217,10 @@ impl Shard {
                 // a binary upgrade the new process would have served it.
                 set_reset_on_close(result);
                 close_fd(result);
+            } else if self.listeners[l].acl.is_some() {
+                self.admit_by_acl(l, result);
             } else {
-                self.take_client(l, result);
+                self.take_client(l, result, None);
             }
         } else {
             let errno = -result;
@@ -332,8 +339,31 @@ impl Shard {
         self.connect(slot);
     }
 
+    /// Checks a new client against listener `l`'s access list: a denied
+    /// one is reset at once, before any server is chosen, and counted.
+    #[inline(never)]
+    fn admit_by_acl(&mut self, l: usize, fd: RawFd) {
+        let addr = peer_addr(fd);
+        let allowed = match (&self.listeners[l].acl, addr) {
+            (Some(acl), Some(a)) => acl.allows(a.ip()),
+            // Gone already (its address cannot be read): nothing to serve.
+            _ => false,
+        };
+        if allowed {
+            self.take_client(l, fd, addr);
+            return;
+        }
+        if addr.is_some() {
+            self.listeners[l].counts.denied += 1;
+            self.listener_counts_changed = true;
+        }
+        set_reset_on_close(fd);
+        close_fd(fd);
+    }
+
     /// Gives a new client a slot, and a server if the budget allows.
-    fn take_client(&mut self, l: usize, fd: RawFd) {
+    /// `addr`: its address, when already read.
+    fn take_client(&mut self, l: usize, fd: RawFd, addr: Option<SocketAddr>) {
         let slot = match self.free.pop() {
             Some(s) => s as usize,
             None => self.pairs.push(Pair::free(0, self.now)),
@@ -353,7 +383,7 @@ impl Shard {
         if hashes || self.access_log.is_some() {
             // Multishot accept does not give the peer's address: asked
             // only when the pool hashes or sticks on it, or for the log.
-            p.client_addr = peer_addr(fd);
+            p.client_addr = addr.or_else(|| peer_addr(fd));
             if let (true, Some(addr)) = (hashes, p.client_addr) {
                 let with_port = pool.policy.hash_key == HashKey::SrcPort;
                 p.key = balance::client_key(&addr, with_port);

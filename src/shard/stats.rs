@@ -103,7 +103,7 @@ counters! {
 /// full or timed out).
 #[derive(Debug)]
 pub struct ListenerStats {
-    shards: Box<[CachePadded<[AtomicU64; 3]>]>,
+    shards: Box<[CachePadded<[AtomicU64; 4]>]>,
 }
 
 /// A listener's counters summed over the shards.
@@ -112,6 +112,9 @@ pub struct ListenerCounts {
     pub accepted: u64,
     pub active: u64,
     pub rejected: u64,
+    /// Clients its access list turned away (closed at once, never counted
+    /// as accepted).
+    pub denied: u64,
 }
 
 impl ListenerStats {
@@ -126,6 +129,7 @@ impl ListenerStats {
         f[0].store(c.accepted, Ordering::Relaxed);
         f[1].store(c.active, Ordering::Relaxed);
         f[2].store(c.rejected, Ordering::Relaxed);
+        f[3].store(c.denied, Ordering::Relaxed);
     }
 
     pub fn read(&self) -> ListenerCounts {
@@ -134,6 +138,7 @@ impl ListenerStats {
             c.accepted += f[0].load(Ordering::Relaxed);
             c.active += f[1].load(Ordering::Relaxed);
             c.rejected += f[2].load(Ordering::Relaxed);
+            c.denied += f[3].load(Ordering::Relaxed);
         }
         c
     }

@@ -33,6 +33,7 @@ use super::pair::PairState;
 use super::stats::ListenerStats;
 use super::Shard;
 use crate::access_log::Cause;
+use crate::acl::Acl;
 use crate::balance;
 use crate::config::Timeouts;
 use crate::net::close_fd;
@@ -70,6 +71,8 @@ pub struct ListenerSpec {
     /// have yet.
     pub fd: Option<RawFd>,
     pub stats: Arc<ListenerStats>,
+    /// Who may connect; `None`: everyone.
+    pub acl: Option<Arc<Acl>>,
 }
 
 /// An earlier snapshot that pairs of this shard still use.
@@ -211,6 +214,7 @@ impl Shard {
                     kept[l] = true;
                     self.listeners[l].pool = spec.pool;
                     self.listeners[l].name = spec.name;
+                    self.listeners[l].acl = spec.acl;
                 }
                 None => {
                     if spec.fd.is_none() {

@@ -243,11 +243,11 @@ pub fn config(
         },
         admin: None,
         access_log: None,
-        listeners: vec![ListenerConfig {
-            name: "test".into(),
-            bind: "127.0.0.1:0".parse().unwrap(),
-            pool: 0,
-        }],
+        listeners: vec![ListenerConfig::new(
+            "test",
+            "127.0.0.1:0".parse().unwrap(),
+            0,
+        )],
         pools: vec![PoolConfig::new(
             "p",
             balance,
