@@ -136,8 +136,7 @@ impl RunArgs {
                 name: Some(from_flag("quick".into(), "--listen")),
                 bind: Some(from_flag(listen.clone(), "--listen")),
                 pool: Some(from_flag("quick".into(), "--listen")),
-                allow: Vec::new(),
-                deny: Vec::new(),
+                ..RawListener::empty()
             }),
             // Without a listener there is no configuration to check as a
             // whole, but the other flags still are.

@@ -24,6 +24,7 @@ pub mod net;
 pub mod outlier;
 pub mod peak_ewma;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod runtime;
 pub mod shard;
 pub mod stick;

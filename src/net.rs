@@ -104,6 +104,17 @@ pub fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
         .as_socket()
 }
 
+/// The local address of a connected socket (for a client: the address
+/// it connected to).
+pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: `fd` is an open socket owned by the caller for the whole call.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&borrowed)
+        .local_addr()
+        .ok()?
+        .as_socket()
+}
+
 /// A close-on-exec duplicate of `fd`.
 pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd the caller holds open.

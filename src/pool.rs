@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crossbeam_utils::CachePadded;
 use socket2::SockAddr;
 
-use crate::config::{BalanceKind, Config, PoolConfig, PoolPolicy};
+use crate::config::{BalanceKind, Config, PoolConfig, PoolPolicy, SendProxy};
 use crate::outlier::{ramp_permille, Outlier, Standing};
 use crate::peak_ewma::PeakEwma;
 use crate::stick::StickTable;
@@ -143,6 +143,9 @@ pub struct Server {
     pub maxconn: u32,
     /// Active checks apply to it (when its pool has them).
     pub check: bool,
+    /// Connections to it start with a PROXY protocol header (its own
+    /// `send_proxy`, else its pool's).
+    pub send_proxy: SendProxy,
     pub live: Arc<ServerLive>,
 }
 
@@ -156,6 +159,7 @@ impl Server {
             backup,
             maxconn,
             check: true,
+            send_proxy: SendProxy::Off,
             live: Arc::new(ServerLive::default()),
         }
     }
@@ -223,6 +227,7 @@ impl Pool {
                     .map(|old| old.live.clone());
                 let mut server = Server::new(&s.name, s.addr, s.weight, s.backup, s.maxconn);
                 server.check = s.check;
+                server.send_proxy = s.send_proxy.unwrap_or(p.policy.send_proxy);
                 if let Some(live) = live {
                     server.live = live;
                 }

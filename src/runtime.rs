@@ -108,11 +108,19 @@ pub struct BoundListener {
     pub sockets: Arc<Vec<OwnedFd>>,
     /// Who may connect; `None`: everyone.
     pub acl: Option<Arc<Acl>>,
+    pub accept_proxy: bool,
+    /// Who may send a PROXY header; `None`: any peer.
+    pub proxy_trusted: Option<Arc<Acl>>,
 }
 
 /// The access list a listener's configuration asks for, if any.
 pub(crate) fn acl_of(l: &ListenerConfig) -> Option<Arc<Acl>> {
     l.has_acl().then(|| Arc::new(Acl::new(&l.allow, &l.deny)))
+}
+
+/// The peers a listener takes PROXY headers from, if restricted.
+pub(crate) fn trusted_of(l: &ListenerConfig) -> Option<Arc<Acl>> {
+    (!l.proxy_trusted.is_empty()).then(|| Arc::new(Acl::new(&l.proxy_trusted, &[])))
 }
 
 /// Close-on-exec copies of `fds`, kept by the runtime.
@@ -201,6 +209,8 @@ impl BoundListener {
             fd,
             stats: self.stats.clone(),
             acl: self.acl.clone(),
+            accept_proxy: self.accept_proxy,
+            proxy_trusted: self.proxy_trusted.clone(),
         }
     }
 }
@@ -301,6 +311,8 @@ impl Runtime {
                 stats: Arc::new(ListenerStats::new(shards)),
                 sockets,
                 acl: acl_of(l),
+                accept_proxy: l.accept_proxy,
+                proxy_trusted: trusted_of(l),
             };
             for (shard, fd) in per_shard.iter_mut().zip(fds) {
                 shard.push(bound.spec(Some(fd)));

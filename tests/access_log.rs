@@ -27,14 +27,7 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn server(addr: SocketAddr) -> ServerConfig {
-    ServerConfig {
-        name: "s0".into(),
-        addr,
-        weight: 1,
-        backup: false,
-        maxconn: 0,
-        check: true,
-    }
+    ServerConfig::new("s0", addr)
 }
 
 /// The access log to a file.

@@ -768,3 +768,67 @@ fn access_list_prefixes_are_checked() {
         "array",
     );
 }
+
+#[test]
+fn proxy_protocol_settings_are_checked() {
+    use ringlb::config::SendProxy;
+    let listener = |extra: &str| {
+        GOOD.replace(
+            "pool = \"app\"\n\n",
+            &format!("pool = \"app\"\n{extra}\n\n"),
+        )
+    };
+    let pool = |extra: &str| {
+        GOOD.replace(
+            "balance = \"leastconn\"\n",
+            &format!("balance = \"leastconn\"\n{extra}\n"),
+        )
+    };
+    let c = Config::parse(
+        &listener("accept_proxy = true\nproxy_trusted = [\"10.0.0.0/8\"]"),
+        Path::new("lb.toml"),
+    )
+    .unwrap();
+    assert!(c.listeners[0].accept_proxy);
+    assert_eq!(c.listeners[0].proxy_trusted.len(), 1);
+    assert_eq!(c.timeouts.proxy_header.as_secs(), 3, "the default");
+    let c = Config::parse(
+        &pool("send_proxy = \"v2\"\nsend_proxy_unique_id = true").replace(
+            "{ name = \"a\", addr = \"127.0.0.1:9001\" }",
+            "{ name = \"a\", addr = \"127.0.0.1:9001\", send_proxy = \"off\" }",
+        ),
+        Path::new("lb.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.pools[0].policy.send_proxy, SendProxy::V2);
+    assert_eq!(c.pools[0].servers[0].send_proxy, Some(SendProxy::Off));
+    assert_eq!(c.pools[0].servers[1].send_proxy, None);
+
+    one_error(
+        &listener("proxy_trusted = [\"10.0.0.0/8\"]"),
+        14,
+        "listener[0].proxy_trusted",
+        "only with accept_proxy",
+    );
+    one_error(
+        &pool("send_proxy = \"v3\""),
+        18,
+        "pool[0].send_proxy",
+        "unknown PROXY protocol version `v3`",
+    );
+    one_error(
+        &pool("send_proxy = \"v1\"\nsend_proxy_unique_id = true"),
+        19,
+        "pool[0].send_proxy_unique_id",
+        "needs send_proxy = \"v2\"",
+    );
+    one_error(
+        &GOOD.replace(
+            "client_idle = \"1m\"",
+            "client_idle = \"1m\"\nproxy_header = \"soon\"",
+        ),
+        9,
+        "timeouts.proxy_header",
+        "soon",
+    );
+}

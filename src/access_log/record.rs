@@ -79,8 +79,9 @@ pub enum Cause {
     /// longer than `timeouts.connect`, or the client waited longer than
     /// `timeouts.queue` for a server slot.
     ServerTimeout,
-    /// ringlb turned it away: the pool's queue was full (`maxqueue`), or a
-    /// reload removed its pool.
+    /// ringlb turned it away: the pool's queue was full (`maxqueue`), a
+    /// reload removed its pool, its PROXY header was malformed, or the
+    /// address it carried is denied.
     Proxy,
     /// ringlb was stopping and the grace period ran out (or a second
     /// signal came).
@@ -107,6 +108,8 @@ pub enum Phase {
     /// Waiting: for the connection budget, or in the pool's queue.
     #[default]
     Waiting,
+    /// Waiting for the client's PROXY protocol header.
+    Request,
     /// Connecting to a server.
     Connecting,
     /// Forwarding, both directions open.
@@ -121,6 +124,7 @@ impl Phase {
     pub fn letter(self) -> char {
         match self {
             Phase::Waiting => 'Q',
+            Phase::Request => 'R',
             Phase::Connecting => 'C',
             Phase::Data => 'D',
             Phase::Last => 'L',

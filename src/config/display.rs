@@ -57,6 +57,18 @@ impl fmt::Display for Config {
                 "listener {} on {} -> pool {}",
                 l.name, l.bind, self.pools[l.pool].name
             )?;
+            if l.accept_proxy {
+                writeln!(
+                    f,
+                    "  accepts PROXY protocol headers (v1, v2) from {}, within {:?}",
+                    if l.proxy_trusted.is_empty() {
+                        "any peer".to_string()
+                    } else {
+                        format!("{} trusted prefixes", l.proxy_trusted.len())
+                    },
+                    self.timeouts.proxy_header
+                )?;
+            }
             if l.has_acl() {
                 writeln!(
                     f,
@@ -79,6 +91,12 @@ impl fmt::Display for Config {
                 p.policy.balance.as_str(),
                 p.policy.retries
             )?;
+            if p.policy.send_proxy != super::SendProxy::Off {
+                write!(f, ", send_proxy {}", p.policy.send_proxy.as_str())?;
+                if p.policy.send_proxy_unique_id {
+                    write!(f, " with unique IDs")?;
+                }
+            }
             match p.policy.balance {
                 BalanceKind::Source => write!(f, ", table_size {}", p.policy.table_size)?,
                 BalanceKind::Hash => write!(

@@ -273,6 +273,43 @@ pub struct ServerConfig {
     pub maxconn: u32,
     /// Active checks apply to this server (`check = false` opts out).
     pub check: bool,
+    /// Overrides the pool's `send_proxy`.
+    pub send_proxy: Option<SendProxy>,
+}
+
+impl ServerConfig {
+    /// A server with weight 1 and every other setting at its default.
+    pub fn new(name: &str, addr: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            name: name.to_string(),
+            addr,
+            weight: 1,
+            backup: false,
+            maxconn: 0,
+            check: true,
+            send_proxy: None,
+        }
+    }
+}
+
+/// Whether a connection to a server starts with a PROXY protocol header
+/// (`send_proxy`), and which version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SendProxy {
+    #[default]
+    Off,
+    V1,
+    V2,
+}
+
+impl SendProxy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendProxy::Off => "off",
+            SendProxy::V1 => "v1",
+            SendProxy::V2 => "v2",
+        }
+    }
 }
 
 /// The default Maglev table size (a prime).
@@ -300,6 +337,10 @@ pub struct PoolPolicy {
     pub slowstart: Option<Duration>,
     pub stick: Option<StickConfig>,
     pub check: Option<CheckConfig>,
+    /// A PROXY protocol header first on every server connection.
+    pub send_proxy: SendProxy,
+    /// With `send_proxy = "v2"`: a `PP2_TYPE_UNIQUE_ID` TLV per connection.
+    pub send_proxy_unique_id: bool,
 }
 
 impl PoolPolicy {
@@ -318,6 +359,8 @@ impl PoolPolicy {
             slowstart: None,
             stick: None,
             check: None,
+            send_proxy: SendProxy::Off,
+            send_proxy_unique_id: false,
         }
     }
 }
@@ -351,6 +394,11 @@ pub struct ListenerConfig {
     /// Who may connect (`crate::acl`): empty lists let everyone in.
     pub allow: Vec<Prefix>,
     pub deny: Vec<Prefix>,
+    /// Clients first send a PROXY protocol header (v1 or v2), whose
+    /// address is then the client's.
+    pub accept_proxy: bool,
+    /// Peers allowed to send that header; empty: any.
+    pub proxy_trusted: Vec<Prefix>,
 }
 
 impl ListenerConfig {
@@ -362,6 +410,8 @@ impl ListenerConfig {
             pool,
             allow: Vec::new(),
             deny: Vec::new(),
+            accept_proxy: false,
+            proxy_trusted: Vec::new(),
         }
     }
 
@@ -382,6 +432,9 @@ pub struct Timeouts {
     pub server_idle: Duration,
     /// The longest a client waits in a pool's queue for a server slot.
     pub queue: Duration,
+    /// The longest a client of an `accept_proxy` listener takes to send
+    /// its PROXY protocol header.
+    pub proxy_header: Duration,
 }
 
 impl Default for Timeouts {
@@ -391,6 +444,7 @@ impl Default for Timeouts {
             client_idle: Duration::from_secs(60),
             server_idle: Duration::from_secs(60),
             queue: Duration::from_secs(5),
+            proxy_header: Duration::from_secs(3),
         }
     }
 }

@@ -105,16 +105,22 @@ pub(crate) struct RawTimeouts {
     pub client_idle: Option<Item<String>>,
     pub server_idle: Option<Item<String>>,
     pub queue: Option<Item<String>>,
+    pub proxy_header: Option<Item<String>>,
 }
+
+/// CIDR prefixes, each with its key (`listener[0].allow[3]`).
+pub(crate) type RawPrefixes = Vec<(String, Item<String>)>;
 
 #[derive(Debug)]
 pub(crate) struct RawListener {
     pub name: Option<Item<String>>,
     pub bind: Option<Item<String>>,
     pub pool: Option<Item<String>>,
-    /// CIDR prefixes, each with its key (`listener[0].allow[3]`).
-    pub allow: Vec<(String, Item<String>)>,
-    pub deny: Vec<(String, Item<String>)>,
+    pub allow: RawPrefixes,
+    pub deny: RawPrefixes,
+    pub accept_proxy: Option<Item<bool>>,
+    /// With where the list itself is.
+    pub proxy_trusted: Option<(Origin, RawPrefixes)>,
 }
 
 #[derive(Debug)]
@@ -134,6 +140,8 @@ pub(crate) struct RawPool {
     pub slowstart: Option<Item<String>>,
     pub stick: Option<RawStick>,
     pub check: Option<RawCheck>,
+    pub send_proxy: Option<Item<String>>,
+    pub send_proxy_unique_id: Option<Item<bool>>,
     pub servers: Option<Item<Vec<RawServer>>>,
 }
 
@@ -181,16 +189,19 @@ pub(crate) struct RawServer {
     pub backup: Option<Item<bool>>,
     pub maxconn: Option<Item<i64>>,
     pub check: Option<Item<bool>>,
+    pub send_proxy: Option<Item<String>>,
 }
 
 impl RawListener {
-    fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         RawListener {
             name: None,
             bind: None,
             pool: None,
             allow: Vec::new(),
             deny: Vec::new(),
+            accept_proxy: None,
+            proxy_trusted: None,
         }
     }
 }
@@ -212,6 +223,8 @@ impl RawPool {
             slowstart: None,
             stick: None,
             check: None,
+            send_proxy: None,
+            send_proxy_unique_id: None,
             servers: None,
         }
     }
@@ -226,6 +239,7 @@ impl RawServer {
             backup: None,
             maxconn: None,
             check: None,
+            send_proxy: None,
         }
     }
 }
@@ -553,14 +567,21 @@ impl Reader<'_> {
 
     fn timeouts(&mut self, path: &str, t: &DeTable<'_>) -> RawTimeouts {
         let mut out = RawTimeouts::default();
-        const KNOWN: &[&str] = &["connect", "client_idle", "server_idle", "queue"];
+        const KNOWN: &[&str] = &[
+            "connect",
+            "client_idle",
+            "server_idle",
+            "queue",
+            "proxy_header",
+        ];
         for (name, key, v) in self.fields(path, t, KNOWN) {
             let d = self.string(&key, v);
             match name {
                 "connect" => out.connect = d,
                 "client_idle" => out.client_idle = d,
                 "server_idle" => out.server_idle = d,
-                _ => out.queue = d,
+                "queue" => out.queue = d,
+                _ => out.proxy_header = d,
             }
         }
         out
@@ -568,11 +589,20 @@ impl Reader<'_> {
 
     fn listener(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawListener {
         self.require(path, &at, t, &["name", "bind", "pool"]);
-        const KNOWN: &[&str] = &["name", "bind", "pool", "allow", "deny"];
+        const KNOWN: &[&str] = &[
+            "name",
+            "bind",
+            "pool",
+            "allow",
+            "deny",
+            "accept_proxy",
+            "proxy_trusted",
+        ];
         let mut l = RawListener::empty();
         for (name, key, v) in self.fields(path, t, KNOWN) {
             match name {
-                "allow" | "deny" => {
+                "accept_proxy" => l.accept_proxy = self.boolean(&key, v),
+                "allow" | "deny" | "proxy_trusted" => {
                     let Some(a) = self.array(&key, v, "an array of CIDR prefixes") else {
                         continue;
                     };
@@ -584,10 +614,10 @@ impl Reader<'_> {
                             self.string(&k, p).map(|s| (k, s))
                         })
                         .collect();
-                    if name == "allow" {
-                        l.allow = list;
-                    } else {
-                        l.deny = list;
+                    match name {
+                        "allow" => l.allow = list,
+                        "deny" => l.deny = list,
+                        _ => l.proxy_trusted = Some((Origin::Span(v.span()), list)),
                     }
                 }
                 _ => {
@@ -619,6 +649,8 @@ impl Reader<'_> {
             "slowstart",
             "stick",
             "check",
+            "send_proxy",
+            "send_proxy_unique_id",
             "servers",
         ];
         let mut p = RawPool::empty(at);
@@ -634,6 +666,8 @@ impl Reader<'_> {
                 "allbackups" => p.allbackups = self.boolean(&key, v),
                 "maxqueue" => p.maxqueue = self.integer(&key, v),
                 "slowstart" => p.slowstart = self.string(&key, v),
+                "send_proxy" => p.send_proxy = self.string(&key, v),
+                "send_proxy_unique_id" => p.send_proxy_unique_id = self.boolean(&key, v),
                 "outlier" => {
                     if let Some(t) = self.table(&key, v) {
                         p.outlier = Some(self.outlier(&key, Origin::Span(v.span()), t));
@@ -668,7 +702,15 @@ impl Reader<'_> {
     fn server(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawServer {
         self.require(path, &at, t, &["name", "addr"]);
         let mut s = RawServer::empty();
-        const KNOWN: &[&str] = &["name", "addr", "weight", "backup", "maxconn", "check"];
+        const KNOWN: &[&str] = &[
+            "name",
+            "addr",
+            "weight",
+            "backup",
+            "maxconn",
+            "check",
+            "send_proxy",
+        ];
         for (name, key, v) in self.fields(path, t, KNOWN) {
             match name {
                 "name" => s.name = self.string(&key, v),
@@ -676,6 +718,7 @@ impl Reader<'_> {
                 "weight" => s.weight = self.integer(&key, v),
                 "backup" => s.backup = self.boolean(&key, v),
                 "maxconn" => s.maxconn = self.integer(&key, v),
+                "send_proxy" => s.send_proxy = self.string(&key, v),
                 _ => s.check = self.boolean(&key, v),
             }
         }

@@ -15,8 +15,8 @@ use super::values::{online_cpus_ids, parse_duration, parse_size, resolve};
 use super::{
     AccessFormat, AccessLogConfig, AccessTarget, AdminConfig, BalanceKind, CheckConfig, CheckKind,
     Config, ControlSocket, Expect, ForwardMode, HashKey, LeastTimeObserve, ListenerConfig,
-    OutlierConfig, PoolConfig, Prefix, RuntimeConfig, ServerConfig, StickConfig, Timeouts,
-    DEFAULT_ACCESS_QUEUE, MAX_MAXCONN, MAX_WEIGHT,
+    OutlierConfig, PoolConfig, Prefix, RuntimeConfig, SendProxy, ServerConfig, StickConfig,
+    Timeouts, DEFAULT_ACCESS_QUEUE, MAX_MAXCONN, MAX_WEIGHT,
 };
 
 /// The largest Maglev table (a prime below 2^24).
@@ -213,6 +213,7 @@ impl Validator<'_> {
             client_idle: self.duration(&raw.client_idle, "timeouts.client_idle", d.client_idle),
             server_idle: self.duration(&raw.server_idle, "timeouts.server_idle", d.server_idle),
             queue: self.duration(&raw.queue, "timeouts.queue", d.queue),
+            proxy_header: self.duration(&raw.proxy_header, "timeouts.proxy_header", d.proxy_header),
         }
     }
 
@@ -504,6 +505,19 @@ impl Validator<'_> {
         if let Some(c) = &p.check {
             pool.policy.check = Some(self.check(c, &key("check")));
         }
+        if let Some(sp) = &p.send_proxy {
+            pool.policy.send_proxy = self.send_proxy(sp, &key("send_proxy")).unwrap_or_default();
+        }
+        if let Some(u) = &p.send_proxy_unique_id {
+            pool.policy.send_proxy_unique_id = u.value;
+            if u.value && pool.policy.send_proxy != SendProxy::V2 {
+                self.err(
+                    &u.at,
+                    &key("send_proxy_unique_id"),
+                    "needs send_proxy = \"v2\" (the unique ID is a v2 TLV)",
+                );
+            }
+        }
         if p.slowstart.is_some() {
             pool.policy.slowstart =
                 Some(self.duration(&p.slowstart, &key("slowstart"), Duration::ZERO));
@@ -773,6 +787,10 @@ impl Validator<'_> {
                         0
                     }),
                 };
+                let send_proxy = s
+                    .send_proxy
+                    .as_ref()
+                    .and_then(|p| self.send_proxy(p, &format!("{key}.send_proxy")));
                 servers.push(ServerConfig {
                     name: name.value.clone(),
                     addr,
@@ -780,6 +798,7 @@ impl Validator<'_> {
                     backup: s.backup.as_ref().is_some_and(|b| b.value),
                     maxconn,
                     check: s.check.as_ref().is_none_or(|c| c.value),
+                    send_proxy,
                 });
             }
         }
@@ -791,6 +810,35 @@ impl Validator<'_> {
             );
         }
         servers
+    }
+
+    /// CIDR prefixes, each error reported with its own key.
+    fn prefixes(&mut self, list: &[(String, Item<String>)]) -> Vec<Prefix> {
+        list.iter()
+            .filter_map(|(key, item)| match Prefix::parse(&item.value) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.err(&item.at, key, e.to_string());
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn send_proxy(&mut self, item: &Item<String>, key: &str) -> Option<SendProxy> {
+        match item.value.as_str() {
+            "off" => Some(SendProxy::Off),
+            "v1" => Some(SendProxy::V1),
+            "v2" => Some(SendProxy::V2),
+            other => {
+                self.err(
+                    &item.at,
+                    key,
+                    format!("unknown PROXY protocol version `{other}` (expected v1, v2 or off)"),
+                );
+                None
+            }
+        }
     }
 
     fn weight(&mut self, s: &RawServer, key: &str) -> u32 {
@@ -852,19 +900,22 @@ impl Validator<'_> {
             if let Some(bind) = bind {
                 bound.push((bind, name.unwrap_or("")));
             }
-            let mut prefixes = |list: &[(String, Item<String>)]| {
-                list.iter()
-                    .filter_map(|(key, item)| match Prefix::parse(&item.value) {
-                        Ok(p) => Some(p),
-                        Err(e) => {
-                            self.err(&item.at, key, e.to_string());
-                            None
-                        }
-                    })
-                    .collect::<Vec<_>>()
+            let allow = self.prefixes(&l.allow);
+            let deny = self.prefixes(&l.deny);
+            let accept_proxy = l.accept_proxy.as_ref().is_some_and(|a| a.value);
+            let proxy_trusted = match &l.proxy_trusted {
+                Some((at, list)) => {
+                    if !accept_proxy {
+                        self.err(
+                            at,
+                            &format!("listener[{i}].proxy_trusted"),
+                            "applies only with accept_proxy = true",
+                        );
+                    }
+                    self.prefixes(list)
+                }
+                None => Vec::new(),
             };
-            let allow = prefixes(&l.allow);
-            let deny = prefixes(&l.deny);
             if let (Some(name), Some(bind), Some(pool)) = (name, bind, pool) {
                 listeners.push(ListenerConfig {
                     name: name.to_string(),
@@ -872,6 +923,8 @@ impl Validator<'_> {
                     pool,
                     allow,
                     deny,
+                    accept_proxy,
+                    proxy_trusted,
                 });
             }
         }

@@ -98,6 +98,12 @@ impl Collector for Scrape {
             "Clients the listener's access list turned away.",
             listeners(|l| l.denied),
         )?;
+        counters(
+            enc,
+            "ringlb_listener_proxy_errors",
+            "Clients closed for a malformed, missing or untrusted PROXY header.",
+            listeners(|l| l.proxy_errors),
+        )?;
 
         let servers: Vec<(Labels, &ServerStats)> = s
             .pools

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::health::Checker;
 use crate::net::{bind_reuseport_group, close_fd};
 use crate::pool::{Pools, HEALTH_DOWN};
-use crate::runtime::{acl_of, keep_copies, BoundListener, Runtime};
+use crate::runtime::{acl_of, keep_copies, trusted_of, BoundListener, Runtime};
 use crate::shard::{Command, ListenerStats, Swap};
 
 /// Why a configuration could not be applied (the running one stays).
@@ -127,6 +127,8 @@ impl Runtime {
                     listeners.push(BoundListener {
                         pool: l.pool,
                         acl: acl_of(l),
+                        accept_proxy: l.accept_proxy,
+                        proxy_trusted: trusted_of(l),
                         ..b.clone()
                     });
                     new_fds.push(None);
@@ -150,6 +152,8 @@ impl Runtime {
                             stats: Arc::new(ListenerStats::new(shards)),
                             sockets,
                             acl: acl_of(l),
+                            accept_proxy: l.accept_proxy,
+                            proxy_trusted: trusted_of(l),
                         });
                         self.next_listener_id += 1;
                         new_fds.push(Some(fds));

@@ -199,12 +199,8 @@ impl Runtime {
             )));
         }
         pc.servers.push(ServerConfig {
-            name: name.to_string(),
-            addr,
             weight,
-            backup: false,
-            maxconn: 0,
-            check: true,
+            ..ServerConfig::new(name, addr)
         });
         if let Some(size) = pc.policy.balance.hashes().then_some(pc.policy.table_size) {
             if pc.servers.len() as u64 >= u64::from(size) {

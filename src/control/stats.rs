@@ -100,6 +100,8 @@ pub struct ListenerView {
     pub rejected: u64,
     /// Turned away by the access list.
     pub denied: u64,
+    /// Closed for a bad, missing or untrusted PROXY header.
+    pub proxy_errors: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -197,6 +199,7 @@ impl Runtime {
                     active: c.active,
                     rejected: c.rejected,
                     denied: c.denied,
+                    proxy_errors: c.proxy_errors,
                 }
             })
             .collect();

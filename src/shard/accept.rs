@@ -95,6 +95,10 @@ pub struct Listener {
     stats: Arc<ListenerStats>,
     /// Who may connect; `None`: everyone.
     pub acl: Option<Arc<Acl>>,
+    /// Clients send a PROXY protocol header first (`proxy_header.rs`).
+    pub accept_proxy: bool,
+    /// Who may send one; `None`: any peer.
+    pub proxy_trusted: Option<Arc<Acl>>,
 }
 
 impl Listener {
@@ -110,6 +114,8 @@ impl Listener {
             counts: ListenerCounts::default(),
             stats: spec.stats,
             acl: spec.acl,
+            accept_proxy: spec.accept_proxy,
+            proxy_trusted: spec.proxy_trusted,
         }
     }
 
@@ -217,6 +223,8 @@ impl Shard {
                 // a binary upgrade the new process would have served it.
                 set_reset_on_close(result);
                 close_fd(result);
+            } else if self.listeners[l].accept_proxy {
+                self.await_proxy_header(l, result);
             } else if self.listeners[l].acl.is_some() {
                 self.admit_by_acl(l, result);
             } else {
@@ -364,6 +372,15 @@ impl Shard {
     /// Gives a new client a slot, and a server if the budget allows.
     /// `addr`: its address, when already read.
     fn take_client(&mut self, l: usize, fd: RawFd, addr: Option<SocketAddr>) {
+        let slot = self.new_pair(l, fd);
+        self.pairs[slot].client_addr = addr;
+        self.arm_idle(slot, self.now + self.timeouts.client_idle);
+        self.start_pair(slot);
+    }
+
+    /// A slot for a client just accepted on listener `l`, counted, in
+    /// `Waiting` (no timer armed yet).
+    pub(super) fn new_pair(&mut self, l: usize, fd: RawFd) -> usize {
         let slot = match self.free.pop() {
             Some(s) => s as usize,
             None => self.pairs.push(Pair::free(0, self.now)),
@@ -378,21 +395,31 @@ impl Shard {
         self.listeners[l].counts.accepted += 1;
         self.listeners[l].counts.active += 1;
         self.listener_counts_changed = true;
-        let pool = &self.pools.pools[p.pool as usize];
-        let hashes = pool.needs_client_addr();
-        if hashes || self.access_log.is_some() {
-            // Multishot accept does not give the peer's address: asked
-            // only when the pool hashes or sticks on it, or for the log.
-            p.client_addr = addr.or_else(|| peer_addr(fd));
-            if let (true, Some(addr)) = (hashes, p.client_addr) {
-                let with_port = pool.policy.hash_key == HashKey::SrcPort;
-                p.key = balance::client_key(&addr, with_port);
-            }
-        }
         self.pairs[slot] = p;
         self.counters.accepted += 1;
         self.counters.active += 1;
-        self.arm_idle(slot, self.now + self.timeouts.client_idle);
+        slot
+    }
+
+    /// Sends a new pair on: its client's key when its pool hashes or
+    /// sticks, then a server if the budget allows, else the wait.
+    pub(super) fn start_pair(&mut self, slot: usize) {
+        let p = &mut self.pairs[slot];
+        p.state = PairState::Waiting;
+        if let Some(pool) = self.pools.pools.get(p.pool as usize) {
+            let hashes = pool.needs_client_addr();
+            if hashes || self.access_log.is_some() {
+                // Multishot accept does not give the peer's address: asked
+                // only when the pool hashes or sticks on it, or for the log.
+                if p.client_addr.is_none() {
+                    p.client_addr = peer_addr(p.client);
+                }
+                if let (true, Some(addr)) = (hashes, p.client_addr) {
+                    let with_port = pool.policy.hash_key == HashKey::SrcPort;
+                    p.key = balance::client_key(&addr, with_port);
+                }
+            }
+        }
         self.prune_waiting();
         if self.waiting.is_empty() && !self.fds_short() && self.budget.try_acquire() {
             self.start_connecting(slot);

@@ -25,7 +25,7 @@ use super::token::{Op, Tag};
 use super::Shard;
 use crate::access_log::Cause;
 use crate::balance::{self, Choice, Pick};
-use crate::config::{BalanceKind, ForwardMode, LeastTimeObserve};
+use crate::config::{BalanceKind, ForwardMode, LeastTimeObserve, SendProxy};
 use crate::net::{close_fd, server_socket};
 use crate::outlier::Change;
 
@@ -213,6 +213,14 @@ impl Shard {
             p.connected_in = Some(self.now - p.connect_started);
             p.server_seen = self.now;
             p.client_seen = self.now;
+            let send_proxy = server.send_proxy;
+            if send_proxy != SendProxy::Off {
+                let unique = pool.policy.send_proxy_unique_id;
+                if !self.send_proxy_header(slot, send_proxy, unique) {
+                    self.abort(slot, Cause::Server);
+                    return;
+                }
+            }
             self.step(slot, UP, Event::Start);
             self.step(slot, DOWN, Event::Start);
             return;

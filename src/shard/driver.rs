@@ -175,6 +175,7 @@ impl Shard {
         }
         match tag.op {
             Op::Connect => self.on_connect(slot, result),
+            Op::ProxyPoll => self.on_proxy_readable(slot, result),
             Op::ConnectTimeout | Op::Cancel => {}
             op => self.on_forward_completion(slot, op, tag.dir, result, flags),
         }
@@ -214,7 +215,10 @@ impl Shard {
         for slot in 0..self.pairs.len() {
             if matches!(
                 self.pairs[slot].state,
-                PairState::Waiting | PairState::Connecting | PairState::Forwarding
+                PairState::ProxyHeader
+                    | PairState::Waiting
+                    | PairState::Connecting
+                    | PairState::Forwarding
             ) {
                 self.abort(slot, Cause::Killed);
             }

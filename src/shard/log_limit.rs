@@ -38,9 +38,11 @@ pub enum LogKind {
     QueueTimeout,
     /// A failing server was not ejected: it is the last usable one.
     LastServerKept,
+    /// A malformed PROXY header, or one from an untrusted peer.
+    ProxyHeader,
 }
 
-const KINDS: usize = 10;
+const KINDS: usize = 11;
 
 impl LogKind {
     fn index(self) -> usize {
@@ -58,6 +60,7 @@ impl LogKind {
         LogKind::QueueFull,
         LogKind::QueueTimeout,
         LogKind::LastServerKept,
+        LogKind::ProxyHeader,
     ];
 
     /// What the summary line calls these events.
@@ -73,6 +76,7 @@ impl LogKind {
             LogKind::QueueFull => "clients turned away by a full queue",
             LogKind::QueueTimeout => "clients closed after the queue timeout",
             LogKind::LastServerKept => "failures of a last usable server (not ejected)",
+            LogKind::ProxyHeader => "clients closed for a bad or untrusted PROXY header",
         }
     }
 }

@@ -27,6 +27,7 @@ mod handoff;
 mod log_limit;
 mod pair;
 mod pipes;
+mod proxy_header;
 mod queue;
 mod slab;
 mod stats;
@@ -217,6 +218,11 @@ pub struct Shard {
     stats: Arc<ShardStats>,
     /// The access log's queue for this shard (`access_log/`), when on.
     access_log: Option<AccessQueue>,
+    /// `send_proxy`: the header being written (kept to reuse its
+    /// allocation), and what unique IDs are made of.
+    proxy_out: Vec<u8>,
+    proxy_boot: u64,
+    proxy_seq: u64,
     id: usize,
 }
 
@@ -296,6 +302,9 @@ impl Shard {
                 counters: Counters::default(),
                 stats: spec.stats,
                 access_log: spec.access_log,
+                proxy_out: Vec::with_capacity(256),
+                proxy_boot: rand::random(),
+                proxy_seq: 0,
                 id: spec.id,
             },
             flags,

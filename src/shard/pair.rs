@@ -22,6 +22,9 @@ pub const DOWN: usize = 1;
 pub enum PairState {
     /// The slot is on the free list.
     Free,
+    /// Accepted on an `accept_proxy` listener: waiting for the client's
+    /// PROXY protocol header (`proxy_header.rs`). Only the client fd exists.
+    ProxyHeader,
     /// Accepted; waiting for the connection budget (or for an fd) before a
     /// server is chosen. Only the client fd exists.
     Waiting,
@@ -112,8 +115,11 @@ pub struct Pair {
     pub connect_error: i32,
     /// The last server picked: (epoch, pool, server) indexes.
     pub last_server: Option<(u32, u32, u32)>,
-    /// Read at accept, only when the access log is on.
+    /// Read at accept when the log, the pool or an access list needs it;
+    /// from the PROXY header on an `accept_proxy` listener.
     pub client_addr: Option<SocketAddr>,
+    /// The address the client connected to, as a PROXY header gave it.
+    pub client_dst: Option<SocketAddr>,
     /// Why it ended (the first cause recorded wins), and where it was
     /// (set when it starts closing, unless set before).
     pub cause: Cause,
@@ -153,6 +159,7 @@ impl Pair {
             connect_error: 0,
             last_server: None,
             client_addr: None,
+            client_dst: None,
             cause: Cause::Normal,
             phase: None,
         }
@@ -176,6 +183,7 @@ impl Pair {
                     _ => Phase::Data,
                 }
             }
+            PairState::ProxyHeader => Phase::Request,
             PairState::Free | PairState::Waiting | PairState::Queued | PairState::Closing => {
                 Phase::Waiting
             }
@@ -264,6 +272,14 @@ impl Pair {
                     Ok(at)
                 }
             }
+            PairState::ProxyHeader => {
+                let at = self.accepted + t.proxy_header;
+                if at <= now {
+                    Err(Side::Client)
+                } else {
+                    Ok(at)
+                }
+            }
             PairState::Waiting => {
                 let at = self.client_seen + t.client_idle;
                 if at <= now {
@@ -317,6 +333,7 @@ mod tests {
             client_idle: Duration::from_secs(10),
             server_idle: Duration::from_secs(20),
             queue: Duration::from_secs(5),
+            proxy_header: Duration::from_secs(3),
         }
     }
 

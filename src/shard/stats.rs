@@ -103,7 +103,7 @@ counters! {
 /// full or timed out).
 #[derive(Debug)]
 pub struct ListenerStats {
-    shards: Box<[CachePadded<[AtomicU64; 4]>]>,
+    shards: Box<[CachePadded<[AtomicU64; 5]>]>,
 }
 
 /// A listener's counters summed over the shards.
@@ -115,6 +115,9 @@ pub struct ListenerCounts {
     /// Clients its access list turned away (closed at once, never counted
     /// as accepted).
     pub denied: u64,
+    /// Clients closed for their PROXY protocol header: malformed, missing
+    /// (timed out), or sent by a peer not in `proxy_trusted`.
+    pub proxy_errors: u64,
 }
 
 impl ListenerStats {
@@ -130,6 +133,7 @@ impl ListenerStats {
         f[1].store(c.active, Ordering::Relaxed);
         f[2].store(c.rejected, Ordering::Relaxed);
         f[3].store(c.denied, Ordering::Relaxed);
+        f[4].store(c.proxy_errors, Ordering::Relaxed);
     }
 
     pub fn read(&self) -> ListenerCounts {
@@ -139,6 +143,7 @@ impl ListenerStats {
             c.active += f[1].load(Ordering::Relaxed);
             c.rejected += f[2].load(Ordering::Relaxed);
             c.denied += f[3].load(Ordering::Relaxed);
+            c.proxy_errors += f[4].load(Ordering::Relaxed);
         }
         c
     }

@@ -73,6 +73,10 @@ pub struct ListenerSpec {
     pub stats: Arc<ListenerStats>,
     /// Who may connect; `None`: everyone.
     pub acl: Option<Arc<Acl>>,
+    /// Clients send a PROXY protocol header first.
+    pub accept_proxy: bool,
+    /// Who may send one; `None`: any peer.
+    pub proxy_trusted: Option<Arc<Acl>>,
 }
 
 /// An earlier snapshot that pairs of this shard still use.
@@ -215,6 +219,8 @@ impl Shard {
                     self.listeners[l].pool = spec.pool;
                     self.listeners[l].name = spec.name;
                     self.listeners[l].acl = spec.acl;
+                    self.listeners[l].accept_proxy = spec.accept_proxy;
+                    self.listeners[l].proxy_trusted = spec.proxy_trusted;
                 }
                 None => {
                     if spec.fd.is_none() {

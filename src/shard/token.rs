@@ -28,6 +28,8 @@ pub enum Op {
     Wake = 13,
     /// Another shard handed this one a queue slot (`IORING_OP_MSG_RING`).
     Handoff = 14,
+    /// The client of a pair waiting for its PROXY header is readable.
+    ProxyPoll = 15,
 }
 
 impl Op {
@@ -48,6 +50,7 @@ impl Op {
             12 => Ignore,
             13 => Wake,
             14 => Handoff,
+            15 => ProxyPoll,
             _ => return None,
         })
     }

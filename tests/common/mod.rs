@@ -240,6 +240,7 @@ pub fn config(
             client_idle: Duration::from_secs(30),
             server_idle: Duration::from_secs(30),
             queue: Duration::from_secs(5),
+            proxy_header: Duration::from_secs(3),
         },
         admin: None,
         access_log: None,
@@ -255,12 +256,8 @@ pub fn config(
                 .iter()
                 .enumerate()
                 .map(|(i, &(addr, weight))| ServerConfig {
-                    name: format!("s{i}"),
-                    addr,
                     weight,
-                    backup: false,
-                    maxconn: 0,
-                    check: true,
+                    ..ServerConfig::new(&format!("s{i}"), addr)
                 })
                 .collect(),
         )],
