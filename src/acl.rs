@@ -63,6 +63,15 @@ impl Prefix {
                 max,
             });
         }
+        // A v4-mapped IPv6 prefix is the IPv4 prefix it maps: mapped
+        // clients are checked as IPv4.
+        let (addr, len) = match addr {
+            IpAddr::V6(v6) if len >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), len - 96),
+                None => (addr, len),
+            },
+            _ => (addr, len),
+        };
         let len = len as u8;
         let masked = mask(addr, len);
         if masked != addr {
@@ -101,7 +110,7 @@ enum Verdict {
 }
 
 /// Sorted range starts with the verdict from each start to the next.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Ranges<K> {
     starts: Vec<K>,
     verdicts: Vec<Verdict>,
@@ -152,6 +161,8 @@ where
             merged.verdicts.push(v);
         }
     }
+    merged.starts.shrink_to_fit();
+    merged.verdicts.shrink_to_fit();
     merged
 }
 
@@ -208,11 +219,18 @@ mod num_like {
 }
 
 /// A built access list.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Acl {
     v4: Ranges<u32>,
     v6: Ranges<u128>,
     prefixes: usize,
+}
+
+impl Default for Acl {
+    /// Allows everyone.
+    fn default() -> Acl {
+        Acl::new(&[], &[])
+    }
 }
 
 impl Acl {
@@ -317,6 +335,9 @@ mod tests {
             Err(PrefixError::Syntax(_))
         ));
         assert!(matches!(Prefix::parse("x/8"), Err(PrefixError::Syntax(_))));
+        // v4-mapped prefixes are IPv4 ones.
+        assert_eq!(p("::ffff:10.0.0.0/104"), p("10.0.0.0/8"));
+        assert_eq!(p("::ffff:10.1.2.3"), p("10.1.2.3"));
     }
 
     #[test]
@@ -353,6 +374,62 @@ mod tests {
         let everything = Acl::new(&[], &[p("0.0.0.0/0"), p("::/0")]);
         assert!(!everything.allows(ip("255.255.255.255")));
         assert!(!everything.allows(ip("ffff::1")));
+    }
+
+    /// IPv6 against a linear search, with prefix lengths over the whole
+    /// range and addresses at range edges (start − 1, start, end, end + 1).
+    #[test]
+    fn v6_agrees_with_a_linear_search_at_every_edge() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+        let mut allow = Vec::new();
+        let mut deny = Vec::new();
+        for _ in 0..300 {
+            let len = rng.random_range(0..=128u8);
+            let a = rng.random::<u128>() & 0xFFF0_0000_0000_0000_0000_0000_0000_00FF;
+            let pr = Prefix {
+                addr: mask(IpAddr::V6(Ipv6Addr::from(a)), len),
+                len,
+            };
+            if rng.random_bool(0.5) {
+                allow.push(pr);
+            } else {
+                deny.push(pr);
+            }
+        }
+        let acl = Acl::new(&allow, &deny);
+        let linear = |a: Ipv6Addr| {
+            let contains = |p: &Prefix| mask(IpAddr::V6(a), p.len) == p.addr;
+            let best = |l: &[Prefix]| l.iter().filter(|p| contains(p)).map(|p| p.len).max();
+            match (best(&allow), best(&deny)) {
+                (None, None) => allow.is_empty(),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(a), Some(d)) => a > d,
+            }
+        };
+        for p in allow.iter().chain(&deny) {
+            let IpAddr::V6(start) = p.addr else {
+                unreachable!()
+            };
+            let start = u128::from(start);
+            let span = if p.len == 0 {
+                u128::MAX
+            } else {
+                (1u128 << (128 - p.len)) - 1
+            };
+            for a in [
+                start.wrapping_sub(1),
+                start,
+                start | span,
+                (start | span).wrapping_add(1),
+            ] {
+                let a = Ipv6Addr::from(a);
+                if a.to_ipv4_mapped().is_none() {
+                    assert_eq!(acl.allows(IpAddr::V6(a)), linear(a), "{a}");
+                }
+            }
+        }
     }
 
     /// Against a plain linear longest-prefix search, on random nested

@@ -14,6 +14,12 @@ pub fn millis(now: Instant) -> u64 {
     now.saturating_duration_since(epoch).as_millis() as u64 + 1
 }
 
+/// `now` as microseconds since the process epoch (at least 1000).
+pub fn micros(now: Instant) -> u64 {
+    let epoch = *EPOCH.get_or_init(|| now - Duration::from_millis(1));
+    now.saturating_duration_since(epoch).as_micros() as u64 + 1_000
+}
+
 /// A duration in whole milliseconds.
 pub fn ms(d: Duration) -> u64 {
     d.as_millis() as u64

@@ -20,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod health;
 pub mod histogram;
+pub mod limit;
 pub mod net;
 pub mod outlier;
 pub mod peak_ewma;

@@ -92,7 +92,7 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyError> {
         if buf.len() >= V1_MAX {
             return Err(ProxyError::V1TooLong);
         }
-        // A lone LF or a stray CR can never become a header.
+        // A line feed without its carriage return can never become one.
         if window.contains(&b'\n') {
             return Err(ProxyError::V1("a line feed without a carriage return"));
         }
@@ -159,12 +159,12 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, ProxyError> {
     if len > V2_MAX {
         return Err(ProxyError::V2TooLong(len));
     }
+    // LOCAL carries no address that matters, whatever its family says.
     let need = match fam {
+        _ if cmd == 0 => 0,
         0x00 => 0,
         0x11 => 12,
         0x21 => 36,
-        // LOCAL carries no address that matters: any family goes.
-        _ if cmd == 0 => 0,
         _ => return Err(ProxyError::V2Family(fam)),
     };
     if body < need {
@@ -173,9 +173,13 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, ProxyError> {
     if buf.len() < len {
         return Ok(Parsed::Incomplete);
     }
-    // TLVs must tile what follows the addresses exactly. A LOCAL header's
-    // address block is ignored whatever its family, so is what follows.
-    let mut at = if cmd == 0 { len } else { 16 + need };
+    // TLVs must tile what follows the addresses exactly. A LOCAL or UNSPEC
+    // header's block is ignored whole, as the specification says.
+    let mut at = if cmd == 0 || fam == 0x00 {
+        len
+    } else {
+        16 + need
+    };
     while at < len {
         if at + 3 > len {
             return Err(ProxyError::V2Tlv);
@@ -248,6 +252,13 @@ pub fn write_v1(out: &mut Vec<u8>, src: SocketAddr, dst: SocketAddr) {
         src.port(),
         dst.port()
     );
+}
+
+/// Appends a v2 `LOCAL` header (no addresses: the receiver uses the
+/// connection's own).
+pub fn write_v2_local(out: &mut Vec<u8>) {
+    out.extend_from_slice(&V2_SIGNATURE);
+    out.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
 }
 
 /// Appends a v2 `PROXY` header, with a `PP2_TYPE_UNIQUE_ID` TLV when
@@ -468,7 +479,14 @@ mod tests {
             )),
             Err(ProxyError::V2Tlv)
         );
-        // LOCAL may name any family; its addresses are ignored.
+        // LOCAL may name any family, with or without its addresses.
+        assert_eq!(
+            parse(&v2(0x20, 0x11, 0, &[])),
+            Ok(Parsed::Complete {
+                len: 16,
+                header: Header::Local
+            })
+        );
         assert_eq!(
             parse(&v2(0x20, 0x31, 4, &[0; 4])),
             Ok(Parsed::Complete {

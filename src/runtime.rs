@@ -17,7 +17,7 @@ use uring_kit::{RingError, RingFlags};
 use crate::access_log::{AccessLog, AccessLogError, WriterStats};
 use crate::acl::Acl;
 use crate::budget::{self, BudgetError, ConnBudget, FdPlan};
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, LimitConfig, ListenerConfig};
 use crate::health::{Checker, CheckerError};
 use crate::net::{bind_reuseport_group, close_fd, dup_fd, listening_tcp_addr};
 use crate::pool::Pools;
@@ -111,6 +111,7 @@ pub struct BoundListener {
     pub accept_proxy: bool,
     /// Who may send a PROXY header; `None`: any peer.
     pub proxy_trusted: Option<Arc<Acl>>,
+    pub limit: Option<LimitConfig>,
 }
 
 /// The access list a listener's configuration asks for, if any.
@@ -211,6 +212,7 @@ impl BoundListener {
             acl: self.acl.clone(),
             accept_proxy: self.accept_proxy,
             proxy_trusted: self.proxy_trusted.clone(),
+            limit: self.limit.clone(),
         }
     }
 }
@@ -313,6 +315,7 @@ impl Runtime {
                 acl: acl_of(l),
                 accept_proxy: l.accept_proxy,
                 proxy_trusted: trusted_of(l),
+                limit: l.limit.clone(),
             };
             for (shard, fd) in per_shard.iter_mut().zip(fds) {
                 shard.push(bound.spec(Some(fd)));

@@ -811,6 +811,18 @@ fn proxy_protocol_settings_are_checked() {
         "only with accept_proxy",
     );
     one_error(
+        &listener("accept_proxy = true\ndeny = [\"10.0.0.0/8\"]"),
+        14,
+        "listener[0].accept_proxy",
+        "set proxy_trusted too",
+    );
+    one_error(
+        &listener("accept_proxy = true\nproxy_trusted = []"),
+        15,
+        "listener[0].proxy_trusted",
+        "is empty",
+    );
+    one_error(
         &pool("send_proxy = \"v3\""),
         18,
         "pool[0].send_proxy",
@@ -830,5 +842,63 @@ fn proxy_protocol_settings_are_checked() {
         9,
         "timeouts.proxy_header",
         "soon",
+    );
+}
+
+#[test]
+fn limits_are_checked() {
+    use ringlb::limit::Algorithm;
+    let listener = |extra: &str| {
+        GOOD.replace(
+            "pool = \"app\"\n\n",
+            &format!("pool = \"app\"\n{extra}\n\n"),
+        )
+    };
+    let c = Config::parse(
+        &listener("limit = { key = \"src\", algorithm = \"token_bucket\", rate = \"100/s\", burst = 200, size = 5000 }"),
+        Path::new("lb.toml"),
+    )
+    .unwrap();
+    let l = c.listeners[0].limit.clone().unwrap();
+    assert_eq!(
+        (l.algorithm, l.rate.limit, l.burst, l.size),
+        (Algorithm::TokenBucket, 100, 200, 5000)
+    );
+    let c = Config::parse(
+        &listener("limit = { algorithm = \"sliding_window\", rate = \"20/m\" }"),
+        Path::new("lb.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.listeners[0].limit.as_ref().unwrap().rate.window_us,
+        60_000_000
+    );
+    let errs = errors(&listener(
+        "limit = { key = \"dst\", algorithm = \"gcra\", rate = \"fast\", burst = 0, size = 0 }",
+    ));
+    let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    for needle in [
+        "limit.key",
+        "limit.algorithm",
+        "limit.rate",
+        "limit.burst",
+        "limit.size",
+    ] {
+        assert!(
+            shown.iter().any(|s| s.contains(needle)),
+            "{needle}: {shown:#?}"
+        );
+    }
+    one_error(
+        &listener("limit = { algorithm = \"fixed_window\", rate = \"10/s\", burst = 5 }"),
+        14,
+        "listener[0].limit.burst",
+        "fixed_window does not read burst",
+    );
+    one_error(
+        &listener("limit = { algorithm = \"token_bucket\" }"),
+        14,
+        "listener[0].limit.rate",
+        "is required",
     );
 }

@@ -16,6 +16,7 @@ mod values;
 use std::fmt;
 
 pub use crate::acl::Prefix;
+pub use crate::limit::LimitConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -399,6 +400,8 @@ pub struct ListenerConfig {
     pub accept_proxy: bool,
     /// Peers allowed to send that header; empty: any.
     pub proxy_trusted: Vec<Prefix>,
+    /// New connections per source, limited (`crate::limit`).
+    pub limit: Option<LimitConfig>,
 }
 
 impl ListenerConfig {
@@ -412,6 +415,7 @@ impl ListenerConfig {
             deny: Vec::new(),
             accept_proxy: false,
             proxy_trusted: Vec::new(),
+            limit: None,
         }
     }
 

@@ -121,6 +121,18 @@ pub(crate) struct RawListener {
     pub accept_proxy: Option<Item<bool>>,
     /// With where the list itself is.
     pub proxy_trusted: Option<(Origin, RawPrefixes)>,
+    pub limit: Option<RawLimit>,
+}
+
+/// `limit = { … }` of a listener.
+#[derive(Debug)]
+pub(crate) struct RawLimit {
+    pub at: Origin,
+    pub key: Option<Item<String>>,
+    pub algorithm: Option<Item<String>>,
+    pub rate: Option<Item<String>>,
+    pub burst: Option<Item<i64>>,
+    pub size: Option<Item<i64>>,
 }
 
 #[derive(Debug)]
@@ -202,6 +214,7 @@ impl RawListener {
             deny: Vec::new(),
             accept_proxy: None,
             proxy_trusted: None,
+            limit: None,
         }
     }
 }
@@ -597,11 +610,17 @@ impl Reader<'_> {
             "deny",
             "accept_proxy",
             "proxy_trusted",
+            "limit",
         ];
         let mut l = RawListener::empty();
         for (name, key, v) in self.fields(path, t, KNOWN) {
             match name {
                 "accept_proxy" => l.accept_proxy = self.boolean(&key, v),
+                "limit" => {
+                    if let Some(t) = self.table(&key, v) {
+                        l.limit = Some(self.limit(&key, Origin::Span(v.span()), t));
+                    }
+                }
                 "allow" | "deny" | "proxy_trusted" => {
                     let Some(a) = self.array(&key, v, "an array of CIDR prefixes") else {
                         continue;
@@ -723,6 +742,33 @@ impl Reader<'_> {
             }
         }
         s
+    }
+
+    fn limit(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawLimit {
+        const KNOWN: &[&str] = &["key", "algorithm", "rate", "burst", "size"];
+        let mut l = RawLimit {
+            at,
+            key: None,
+            algorithm: None,
+            rate: None,
+            burst: None,
+            size: None,
+        };
+        for (name, key, v) in self.fields(path, t, KNOWN) {
+            match name {
+                "burst" => l.burst = self.integer(&key, v),
+                "size" => l.size = self.integer(&key, v),
+                _ => {
+                    let s = self.string(&key, v);
+                    match name {
+                        "key" => l.key = s,
+                        "algorithm" => l.algorithm = s,
+                        _ => l.rate = s,
+                    }
+                }
+            }
+        }
+        l
     }
 
     fn outlier(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawOutlier {

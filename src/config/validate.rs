@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use super::error::Report;
 use super::raw::{
-    Item, Origin, RawAdmin, RawCheck, RawConfig, RawListener, RawLog, RawOutlier, RawPool,
-    RawRuntime, RawServer, RawStick, RawTimeouts,
+    Item, Origin, RawAdmin, RawCheck, RawConfig, RawLimit, RawListener, RawLog, RawOutlier,
+    RawPool, RawRuntime, RawServer, RawStick, RawTimeouts,
 };
 use super::values::{online_cpus_ids, parse_duration, parse_size, resolve};
 use super::{
     AccessFormat, AccessLogConfig, AccessTarget, AdminConfig, BalanceKind, CheckConfig, CheckKind,
-    Config, ControlSocket, Expect, ForwardMode, HashKey, LeastTimeObserve, ListenerConfig,
-    OutlierConfig, PoolConfig, Prefix, RuntimeConfig, SendProxy, ServerConfig, StickConfig,
-    Timeouts, DEFAULT_ACCESS_QUEUE, MAX_MAXCONN, MAX_WEIGHT,
+    Config, ControlSocket, Expect, ForwardMode, HashKey, LeastTimeObserve, LimitConfig,
+    ListenerConfig, OutlierConfig, PoolConfig, Prefix, RuntimeConfig, SendProxy, ServerConfig,
+    StickConfig, Timeouts, DEFAULT_ACCESS_QUEUE, MAX_MAXCONN, MAX_WEIGHT,
 };
+use crate::limit::{Algorithm, Rate};
 
 /// The largest Maglev table (a prime below 2^24).
 pub const MAX_TABLE_SIZE: u32 = 16_777_213;
@@ -510,7 +511,14 @@ impl Validator<'_> {
         }
         if let Some(u) = &p.send_proxy_unique_id {
             pool.policy.send_proxy_unique_id = u.value;
-            if u.value && pool.policy.send_proxy != SendProxy::V2 {
+            // Servers may set their own version: some server must speak v2.
+            let pool_v2 = pool.policy.send_proxy == SendProxy::V2;
+            let any_v2 = pool
+                .servers
+                .iter()
+                .any(|s| s.send_proxy.unwrap_or(pool.policy.send_proxy) == SendProxy::V2)
+                || (pool.servers.is_empty() && pool_v2);
+            if u.value && !any_v2 {
                 self.err(
                     &u.at,
                     &key("send_proxy_unique_id"),
@@ -812,6 +820,99 @@ impl Validator<'_> {
         servers
     }
 
+    fn limit(&mut self, raw: &RawLimit, key: &str) -> Option<LimitConfig> {
+        if let Some(k) = &raw.key {
+            if k.value != "src" {
+                self.err(
+                    &k.at,
+                    &format!("{key}.key"),
+                    format!(
+                        "unknown key `{}` (only \"src\", the client's address, is supported)",
+                        k.value
+                    ),
+                );
+            }
+        }
+        let algorithm = match &raw.algorithm {
+            None => {
+                self.err(&raw.at, &format!("{key}.algorithm"), "is required: token_bucket, leaky_bucket, fixed_window, sliding_log or sliding_window");
+                None
+            }
+            Some(a) => Algorithm::parse(&a.value).or_else(|| {
+                self.err(
+                    &a.at,
+                    &format!("{key}.algorithm"),
+                    format!("unknown algorithm `{}` (expected token_bucket, leaky_bucket, fixed_window, sliding_log or sliding_window)", a.value),
+                );
+                None
+            }),
+        };
+        let rate = match &raw.rate {
+            None => {
+                self.err(&raw.at, &format!("{key}.rate"), "is required (e.g. \"100/s\", \"20/m\", \"1000/h\")");
+                None
+            }
+            Some(r) => Rate::parse(&r.value).or_else(|| {
+                self.err(
+                    &r.at,
+                    &format!("{key}.rate"),
+                    format!("`{}` is not a rate such as \"100/s\", \"20/m\" or \"1000/h\" (a positive count per s, m or h)", r.value),
+                );
+                None
+            }),
+        };
+        if rate.is_some_and(|r| r.limit > 10_000_000) {
+            self.err(
+                &raw.at,
+                &format!("{key}.rate"),
+                "at most 10000000 per window",
+            );
+        }
+        let burst = match &raw.burst {
+            None => None,
+            Some(b) => integer_in(b, |n: &u32| (1..=10_000_000).contains(n)).or_else(|| {
+                self.err(&b.at, &format!("{key}.burst"), "must be from 1 to 10000000");
+                None
+            }),
+        };
+        if let (Some(b), Some(a)) = (&raw.burst, algorithm) {
+            if matches!(
+                a,
+                Algorithm::FixedWindow | Algorithm::SlidingLog | Algorithm::SlidingWindow
+            ) {
+                self.err(
+                    &b.at,
+                    &format!("{key}.burst"),
+                    format!(
+                        "{} does not read burst (its limit is the rate per window)",
+                        a.as_str()
+                    ),
+                );
+            }
+        }
+        let size = match &raw.size {
+            None => 100_000,
+            Some(s) => integer_in(s, |n: &usize| (1..=16 << 20).contains(n)).unwrap_or_else(|| {
+                self.err(&s.at, &format!("{key}.size"), "must be from 1 to 16777216");
+                100_000
+            }),
+        };
+        let (algorithm, rate) = (algorithm?, rate?);
+        if algorithm == Algorithm::SlidingLog && rate.limit > 100_000 {
+            self.err(
+                &raw.at,
+                &format!("{key}.rate"),
+                "sliding_log keeps a timestamp per admitted connection per source: at most 100000 per window",
+            );
+        }
+        Some(LimitConfig {
+            algorithm,
+            rate,
+            burst: burst.unwrap_or(rate.limit),
+            size,
+        })
+    }
+
     /// CIDR prefixes, each error reported with its own key.
     fn prefixes(&mut self, list: &[(String, Item<String>)]) -> Vec<Prefix> {
         list.iter()
@@ -902,6 +1003,10 @@ impl Validator<'_> {
             }
             let allow = self.prefixes(&l.allow);
             let deny = self.prefixes(&l.deny);
+            let limit = l
+                .limit
+                .as_ref()
+                .and_then(|raw| self.limit(raw, &format!("listener[{i}].limit")));
             let accept_proxy = l.accept_proxy.as_ref().is_some_and(|a| a.value);
             let proxy_trusted = match &l.proxy_trusted {
                 Some((at, list)) => {
@@ -911,11 +1016,29 @@ impl Validator<'_> {
                             &format!("listener[{i}].proxy_trusted"),
                             "applies only with accept_proxy = true",
                         );
+                    } else if list.is_empty() {
+                        self.err(
+                            at,
+                            &format!("listener[{i}].proxy_trusted"),
+                            "is empty: no peer could send a header (leave it out to trust any peer)",
+                        );
                     }
                     self.prefixes(list)
                 }
                 None => Vec::new(),
             };
+            // With the header's address deciding, anyone who may send one
+            // chooses its own verdict: the senders must be named.
+            let checks = !l.allow.is_empty() || !l.deny.is_empty() || l.limit.is_some();
+            if accept_proxy && checks && l.proxy_trusted.is_none() {
+                if let Some(a) = &l.accept_proxy {
+                    self.err(
+                        &a.at,
+                        &format!("listener[{i}].accept_proxy"),
+                        "with allow, deny or limit, set proxy_trusted too: they apply to the address a PROXY header carries, which any client could otherwise forge",
+                    );
+                }
+            }
             if let (Some(name), Some(bind), Some(pool)) = (name, bind, pool) {
                 listeners.push(ListenerConfig {
                     name: name.to_string(),
@@ -925,6 +1048,7 @@ impl Validator<'_> {
                     deny,
                     accept_proxy,
                     proxy_trusted,
+                    limit,
                 });
             }
         }

@@ -14,7 +14,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::stats::{QueueView, ServerStats, Stats};
+use super::stats::{ListenerView, QueueView, ServerStats, Stats};
 use crate::shard::COUNTER_NAMES;
 
 /// Shard counters that are levels, not totals.
@@ -103,6 +103,33 @@ impl Collector for Scrape {
             "ringlb_listener_proxy_errors",
             "Clients closed for a malformed, missing or untrusted PROXY header.",
             listeners(|l| l.proxy_errors),
+        )?;
+        let limited = |f: fn(&ListenerView) -> u64| {
+            s.listeners
+                .iter()
+                .filter_map(move |l| {
+                    let algorithm = l.limit?;
+                    Some((
+                        vec![
+                            ("listener", l.name.clone()),
+                            ("algorithm", algorithm.to_string()),
+                        ],
+                        f(l),
+                    ))
+                })
+                .collect::<Vec<_>>()
+        };
+        counters(
+            enc,
+            "ringlb_listener_limited",
+            "Clients the listener's rate limit refused (reset before any server).",
+            limited(|l| l.limited),
+        )?;
+        counters(
+            enc,
+            "ringlb_listener_shaped",
+            "Clients the listener's leaky bucket delayed to its rate.",
+            limited(|l| l.shaped),
         )?;
 
         let servers: Vec<(Labels, &ServerStats)> = s

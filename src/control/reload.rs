@@ -129,6 +129,7 @@ impl Runtime {
                         acl: acl_of(l),
                         accept_proxy: l.accept_proxy,
                         proxy_trusted: trusted_of(l),
+                        limit: l.limit.clone(),
                         ..b.clone()
                     });
                     new_fds.push(None);
@@ -154,6 +155,7 @@ impl Runtime {
                             acl: acl_of(l),
                             accept_proxy: l.accept_proxy,
                             proxy_trusted: trusted_of(l),
+                            limit: l.limit.clone(),
                         });
                         self.next_listener_id += 1;
                         new_fds.push(Some(fds));

@@ -102,6 +102,11 @@ pub struct ListenerView {
     pub denied: u64,
     /// Closed for a bad, missing or untrusted PROXY header.
     pub proxy_errors: u64,
+    /// The listener's `limit` algorithm, and the clients it refused and
+    /// delayed.
+    pub limit: Option<&'static str>,
+    pub limited: u64,
+    pub shaped: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -200,6 +205,9 @@ impl Runtime {
                     rejected: c.rejected,
                     denied: c.denied,
                     proxy_errors: c.proxy_errors,
+                    limit: l.limit.as_ref().map(|c| c.algorithm.as_str()),
+                    limited: c.limited,
+                    shaped: c.shaped,
                 }
             })
             .collect();

@@ -123,7 +123,7 @@ impl Loop {
                     started: now,
                     deadline: now,
                     generation: 0,
-                    request: probe::request(cfg, &server.addr),
+                    request: probe::request_to(cfg, server),
                     buf: Box::new([0; READ_BUF]),
                     timeout: Box::new(Timespec::new()),
                 });

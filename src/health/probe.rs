@@ -7,6 +7,21 @@ use crate::config::CheckConfig;
 
 /// `GET path HTTP/1.1` with `Host` (the configured one, or the server's
 /// address) and `Connection: close`.
+/// The request for `server`: after a PROXY protocol `LOCAL` header (v2) or
+/// `UNKNOWN` one (v1) when the server expects a header (`send_proxy`), as
+/// HAProxy's `check-send-proxy` does, so that such a server is not marked
+/// down for a check that could never pass.
+pub fn request_to(cfg: &CheckConfig, server: &crate::pool::Server) -> Vec<u8> {
+    let mut out = Vec::new();
+    match server.send_proxy {
+        crate::config::SendProxy::Off => {}
+        crate::config::SendProxy::V1 => out.extend_from_slice(b"PROXY UNKNOWN\r\n"),
+        crate::config::SendProxy::V2 => crate::proxy_protocol::write_v2_local(&mut out),
+    }
+    out.extend_from_slice(&request(cfg, &server.addr));
+    out
+}
+
 pub fn request(cfg: &CheckConfig, addr: &SocketAddr) -> Vec<u8> {
     let host = cfg.host.clone().unwrap_or_else(|| addr.to_string());
     format!(

@@ -30,7 +30,7 @@
 //! their fds at once (not through the ring), so the next waiting client can
 //! use them in the same turn of the loop.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +49,7 @@ use super::Shard;
 use crate::acl::Acl;
 use crate::balance;
 use crate::config::{ForwardMode, HashKey};
+use crate::limit::{key_of, Decision, LimitConfig, Table};
 use crate::net::{close_fd, peer_addr, set_reset_on_close};
 
 /// The first back-off after an unexpected accept error.
@@ -99,10 +100,30 @@ pub struct Listener {
     pub accept_proxy: bool,
     /// Who may send one; `None`: any peer.
     pub proxy_trusted: Option<Arc<Acl>>,
+    /// Its `limit`, and this shard's table for it.
+    pub limit: Option<(LimitConfig, Table)>,
+}
+
+/// What becomes of a new client, from its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admission {
+    Admit,
+    /// Denied by the access list.
+    Denied,
+    /// Refused by the limit.
+    Limited,
+    /// Let through after this many microseconds (leaky bucket).
+    Delay(u64),
 }
 
 impl Listener {
-    pub fn new(spec: ListenerSpec) -> Listener {
+    /// This shard's table for `config`, one of `shards`.
+    pub fn limit_table(config: LimitConfig, shards: usize) -> (LimitConfig, Table) {
+        let (params, size) = config.per_shard(shards);
+        (config, Table::new(params, size))
+    }
+
+    pub fn new(spec: ListenerSpec, shards: usize) -> Listener {
         Listener {
             id: spec.id,
             name: spec.name,
@@ -116,6 +137,7 @@ impl Listener {
             acl: spec.acl,
             accept_proxy: spec.accept_proxy,
             proxy_trusted: spec.proxy_trusted,
+            limit: spec.limit.map(|c| Listener::limit_table(c, shards)),
         }
     }
 
@@ -225,8 +247,8 @@ impl Shard {
                 close_fd(result);
             } else if self.listeners[l].accept_proxy {
                 self.await_proxy_header(l, result);
-            } else if self.listeners[l].acl.is_some() {
-                self.admit_by_acl(l, result);
+            } else if self.listeners[l].acl.is_some() || self.listeners[l].limit.is_some() {
+                self.admit_checked(l, result);
             } else {
                 self.take_client(l, result, None);
             }
@@ -347,26 +369,93 @@ impl Shard {
         self.connect(slot);
     }
 
-    /// Checks a new client against listener `l`'s access list: a denied
-    /// one is reset at once, before any server is chosen, and counted.
+    /// Checks a new client of listener `l` against its access list and
+    /// its limit: a denied or limited one is reset at once, before any
+    /// server is chosen, and counted; a delayed one waits in a pair.
     #[inline(never)]
-    fn admit_by_acl(&mut self, l: usize, fd: RawFd) {
-        let addr = peer_addr(fd);
-        let allowed = match (&self.listeners[l].acl, addr) {
-            (Some(acl), Some(a)) => acl.allows(a.ip()),
+    fn admit_checked(&mut self, l: usize, fd: RawFd) {
+        let Some(addr) = peer_addr(fd) else {
             // Gone already (its address cannot be read): nothing to serve.
-            _ => false,
-        };
-        if allowed {
-            self.take_client(l, fd, addr);
+            set_reset_on_close(fd);
+            close_fd(fd);
             return;
+        };
+        match self.admission(l, addr.ip()) {
+            Admission::Admit => self.take_client(l, fd, Some(addr)),
+            Admission::Delay(us) => {
+                let slot = self.new_pair(l, fd);
+                self.pairs[slot].client_addr = Some(addr);
+                self.shape(slot, us);
+            }
+            Admission::Denied | Admission::Limited => {
+                set_reset_on_close(fd);
+                close_fd(fd);
+            }
         }
-        if addr.is_some() {
-            self.listeners[l].counts.denied += 1;
-            self.listener_counts_changed = true;
+    }
+
+    /// The access list's and the limit's verdict on a client at `ip` of
+    /// listener `l` (counted when it is not an admission).
+    pub(super) fn admission(&mut self, l: usize, ip: IpAddr) -> Admission {
+        let now_us = crate::clock::micros(self.now);
+        let listener = &mut self.listeners[l];
+        let verdict = if listener.acl.as_ref().is_some_and(|acl| !acl.allows(ip)) {
+            listener.counts.denied += 1;
+            Admission::Denied
+        } else {
+            match listener
+                .limit
+                .as_mut()
+                .map(|(_, t)| t.arrive(key_of(ip), now_us))
+            {
+                None | Some(Decision::Admit) => return Admission::Admit,
+                Some(Decision::Refuse) => {
+                    listener.counts.limited += 1;
+                    Admission::Limited
+                }
+                Some(Decision::Delay(us)) => {
+                    listener.counts.shaped += 1;
+                    Admission::Delay(us)
+                }
+            }
+        };
+        self.listener_counts_changed = true;
+        verdict
+    }
+
+    /// Holds the client of `slot` for `us` microseconds (leaky bucket):
+    /// its timer releases it (`timers.rs`).
+    pub(super) fn shape(&mut self, slot: usize, us: u64) {
+        if !self.pairs[slot].budgeted {
+            self.hold_budget(slot);
         }
-        set_reset_on_close(fd);
-        close_fd(fd);
+        let p = &mut self.pairs[slot];
+        p.state = PairState::Shaped;
+        p.queued_at = self.now + Duration::from_micros(us);
+        let at = p.queued_at;
+        if let Some(key) = p.timer.take() {
+            self.timers.cancel(key);
+        }
+        self.arm_idle(slot, at);
+    }
+
+    /// Gives a pair that waits before its turn (its PROXY header, its
+    /// leaky bucket) a unit of the connection budget, so that such pairs
+    /// count against it like any other; with none left, accepting pauses,
+    /// as for a client that waits for the budget.
+    pub(super) fn hold_budget(&mut self, slot: usize) {
+        if self.budget.try_acquire() {
+            self.pairs[slot].budgeted = true;
+        } else {
+            self.pause_all(Pause::Budget);
+            self.arm_retry(BUDGET_RETRY);
+        }
+    }
+
+    /// A delayed client's turn came: it goes on as a new client.
+    pub(super) fn release_shaped(&mut self, slot: usize) {
+        self.arm_idle(slot, self.now + self.timeouts.client_idle);
+        self.start_pair(slot);
     }
 
     /// Gives a new client a slot, and a server if the budget allows.
@@ -421,7 +510,9 @@ impl Shard {
             }
         }
         self.prune_waiting();
-        if self.waiting.is_empty() && !self.fds_short() && self.budget.try_acquire() {
+        // A pair that waited for its header or its turn may hold its unit.
+        let held = self.pairs[slot].budgeted;
+        if self.waiting.is_empty() && !self.fds_short() && (held || self.budget.try_acquire()) {
             self.start_connecting(slot);
         } else {
             self.wait(slot, false);

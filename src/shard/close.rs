@@ -44,7 +44,7 @@ impl Shard {
         match p.state {
             PairState::Closing | PairState::Free => return,
             PairState::Waiting => self.counters.waiting -= 1,
-            PairState::ProxyHeader => {}
+            PairState::ProxyHeader | PairState::Shaped => {}
             // Its queue entry was taken out by whoever closes it.
             PairState::Queued | PairState::Connecting | PairState::Forwarding => {}
         }

@@ -216,6 +216,7 @@ impl Shard {
             if matches!(
                 self.pairs[slot].state,
                 PairState::ProxyHeader
+                    | PairState::Shaped
                     | PairState::Waiting
                     | PairState::Connecting
                     | PairState::Forwarding

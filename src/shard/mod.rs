@@ -253,6 +253,7 @@ impl Shard {
             .collect();
         let now = Instant::now();
         let pools = spec.pools.pools.len();
+        let shards = spec.mesh.shards();
         spec.mesh.set_ring_fd(spec.id, ring.io_uring().as_raw_fd());
         Ok((
             Shard {
@@ -266,7 +267,11 @@ impl Shard {
                 balancers,
                 local_active,
                 retired: Vec::new(),
-                listeners: spec.listeners.into_iter().map(Listener::new).collect(),
+                listeners: spec
+                    .listeners
+                    .into_iter()
+                    .map(|l| Listener::new(l, shards))
+                    .collect(),
                 listener_counts_changed: false,
                 waiting: VecDeque::new(),
                 queues: vec![VecDeque::new(); pools],

@@ -22,6 +22,9 @@ pub const DOWN: usize = 1;
 pub enum PairState {
     /// The slot is on the free list.
     Free,
+    /// Delayed by its listener's leaky bucket until `queued_at` (only the
+    /// client fd exists; `accept.rs`).
+    Shaped,
     /// Accepted on an `accept_proxy` listener: waiting for the client's
     /// PROXY protocol header (`proxy_header.rs`). Only the client fd exists.
     ProxyHeader,
@@ -120,6 +123,9 @@ pub struct Pair {
     pub client_addr: Option<SocketAddr>,
     /// The address the client connected to, as a PROXY header gave it.
     pub client_dst: Option<SocketAddr>,
+    /// Its client socket's receive low-water mark was raised while its
+    /// PROXY header was incomplete.
+    pub lowat_raised: bool,
     /// Why it ended (the first cause recorded wins), and where it was
     /// (set when it starts closing, unless set before).
     pub cause: Cause,
@@ -160,6 +166,7 @@ impl Pair {
             last_server: None,
             client_addr: None,
             client_dst: None,
+            lowat_raised: false,
             cause: Cause::Normal,
             phase: None,
         }
@@ -184,9 +191,11 @@ impl Pair {
                 }
             }
             PairState::ProxyHeader => Phase::Request,
-            PairState::Free | PairState::Waiting | PairState::Queued | PairState::Closing => {
-                Phase::Waiting
-            }
+            PairState::Free
+            | PairState::Waiting
+            | PairState::Shaped
+            | PairState::Queued
+            | PairState::Closing => Phase::Waiting,
         }
     }
 
@@ -270,6 +279,13 @@ impl Pair {
                     Err(Side::Client)
                 } else {
                     Ok(at)
+                }
+            }
+            PairState::Shaped => {
+                if self.queued_at <= now {
+                    Err(Side::Client)
+                } else {
+                    Ok(self.queued_at)
                 }
             }
             PairState::ProxyHeader => {

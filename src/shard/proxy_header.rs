@@ -7,8 +7,10 @@
 //! the header is ever taken) and parses them: a complete header is then
 //! read off exactly, its source address becomes the client's (for access
 //! lists, hashing, stickiness and the log) and the pair goes on as any new
-//! client; an incomplete one is looked at again 1 ms later (the bytes are
-//! already there, so a poll would answer at once); a malformed one, a
+//! client; for an incomplete one the socket's receive low-water mark is
+//! raised past the bytes already there, so the next poll answers only when
+//! more arrive (and the mark goes back to 1 once the header is read); a
+//! malformed one, a
 //! client that closes, or one still without a whole header after
 //! `timeouts.proxy_header` is closed with a reset and counted in its
 //! listener's `proxy_errors`, as is a peer outside `proxy_trusted` (checked
@@ -19,23 +21,19 @@
 //! send buffer is empty then, so it is taken whole.
 
 use std::os::fd::RawFd;
-use std::time::Duration;
 
 use io_uring::opcode;
 use io_uring::types::Fd;
 
+use super::accept::Admission;
 use super::log_limit::LogKind;
 use super::pair::PairState;
-use super::timers::Timer;
 use super::token::{Op, Tag};
 use super::Shard;
 use crate::access_log::Cause;
 use crate::config::SendProxy;
 use crate::net::{close_fd, local_addr, peer_addr, set_reset_on_close};
 use crate::proxy_protocol::{self, Header, Parsed, V2_MAX};
-
-/// How soon an incomplete header is looked at again.
-const PEEK_AGAIN: Duration = Duration::from_millis(1);
 
 /// `recv(2)` into `buf` without waiting; `flags` adds `MSG_PEEK`.
 fn recv_now(fd: RawFd, buf: &mut [u8], flags: i32) -> isize {
@@ -51,11 +49,26 @@ fn recv_now(fd: RawFd, buf: &mut [u8], flags: i32) -> isize {
     }
 }
 
+/// Sets the socket's receive low-water mark (TCP's poll honours it).
+fn set_rcvlowat(fd: RawFd, bytes: i32) -> bool {
+    // SAFETY: setsockopt(2) reads one int from a live local.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
 impl Shard {
     /// A client accepted on an `accept_proxy` listener: checked against
     /// `proxy_trusted`, then given a pair that waits for its header.
     pub(super) fn await_proxy_header(&mut self, l: usize, fd: RawFd) {
         if let Some(trusted) = &self.listeners[l].proxy_trusted {
+            // A peer already gone counts the same: nothing to serve.
             let ok = peer_addr(fd).is_some_and(|a| trusted.allows(a.ip()));
             if !ok {
                 self.listeners[l].counts.proxy_errors += 1;
@@ -75,6 +88,7 @@ impl Shard {
         }
         let slot = self.new_pair(l, fd);
         self.pairs[slot].state = PairState::ProxyHeader;
+        self.hold_budget(slot);
         let at = self.now + self.timeouts.proxy_header;
         self.arm_idle(slot, at);
         self.poll_proxy_header(slot);
@@ -88,16 +102,6 @@ impl Shard {
             .user_data(Tag::new(Op::ProxyPoll, slot as u32, p.generation, 0).encode());
         // SAFETY: no pointers.
         unsafe { self.push(&[entry]) };
-    }
-
-    pub(super) fn on_proxy_peek_timer(&mut self, slot: usize, generation: u32) {
-        if slot >= self.pairs.len() {
-            return;
-        }
-        let p = &self.pairs[slot];
-        if p.generation == generation && p.state == PairState::ProxyHeader {
-            self.poll_proxy_header(slot);
-        }
     }
 
     /// The client of `slot` is readable (or its poll failed): reads its
@@ -130,18 +134,19 @@ impl Shard {
         }
         match proxy_protocol::parse(&buf[..n as usize]) {
             Ok(Parsed::Incomplete) => {
-                let generation = self.pairs[slot].generation;
-                self.arm_timer(
-                    self.now + PEEK_AGAIN,
-                    Timer::ProxyPeek {
-                        slot: slot as u32,
-                        generation,
-                    },
-                );
+                // Wake up only when more than what is there has come.
+                if set_rcvlowat(fd, n as i32 + 1) {
+                    self.pairs[slot].lowat_raised = true;
+                    self.poll_proxy_header(slot);
+                } else {
+                    self.proxy_header_failed(slot, Cause::Client, "the client's socket failed");
+                }
             }
             Ok(Parsed::Complete { len, header }) => {
                 // Exactly the header: the bytes after it are the client's.
-                if recv_now(fd, &mut buf[..len], 0) != len as isize {
+                if recv_now(fd, &mut buf[..len], 0) != len as isize
+                    || (self.pairs[slot].lowat_raised && !set_rcvlowat(fd, 1))
+                {
                     self.proxy_header_failed(slot, Cause::Client, "the client's socket failed");
                     return;
                 }
@@ -175,20 +180,18 @@ impl Shard {
         }
         p.client_seen = self.now;
         let l = p.listener as usize;
-        let addr = p.client_addr;
-        if let Some(acl) = &self.listeners[l].acl {
-            if !addr.is_some_and(|a| acl.allows(a.ip())) {
-                self.listeners[l].counts.denied += 1;
-                self.listener_counts_changed = true;
-                self.abort(slot, Cause::Proxy);
-                return;
-            }
-        }
+        let Some(addr) = p.client_addr else {
+            self.proxy_header_failed(slot, Cause::Client, "the client's address cannot be read");
+            return;
+        };
         if let Some(key) = self.pairs[slot].timer.take() {
             self.timers.cancel(key);
         }
-        self.arm_idle(slot, self.now + self.timeouts.client_idle);
-        self.start_pair(slot);
+        match self.admission(l, addr.ip()) {
+            Admission::Admit => self.release_shaped(slot),
+            Admission::Delay(us) => self.shape(slot, us),
+            Admission::Denied | Admission::Limited => self.abort(slot, Cause::Proxy),
+        }
     }
 
     /// No whole header within `timeouts.proxy_header`.
@@ -223,21 +226,23 @@ impl Shard {
         if p.client_dst.is_none() {
             p.client_dst = local_addr(p.client);
         }
-        let (Some(src), Some(dst)) = (p.client_addr, p.client_dst) else {
-            return false;
-        };
+        let addrs = p.client_addr.zip(p.client_dst);
         let (server, shard) = (p.server, self.id);
         self.proxy_seq += 1;
         let mut out = std::mem::take(&mut self.proxy_out);
         out.clear();
-        match version {
-            SendProxy::V1 => proxy_protocol::write_v1(&mut out, src, dst),
-            SendProxy::V2 => {
+        match (version, addrs) {
+            // The client's address could not be read (it is gone): the
+            // header says so, as the specification provides.
+            (SendProxy::V1, None) => out.extend_from_slice(b"PROXY UNKNOWN\r\n"),
+            (SendProxy::V2, None) => proxy_protocol::write_v2_local(&mut out),
+            (SendProxy::V1, Some((src, dst))) => proxy_protocol::write_v1(&mut out, src, dst),
+            (SendProxy::V2, Some((src, dst))) => {
                 let id = unique_id
                     .then(|| format!("{:016x}{shard:04x}{:012x}", self.proxy_boot, self.proxy_seq));
                 proxy_protocol::write_v2(&mut out, src, dst, id.as_deref().map(str::as_bytes));
             }
-            SendProxy::Off => {}
+            (SendProxy::Off, _) => {}
         }
         // SAFETY: send(2) reads `out.len()` bytes of `out`, alive for the call.
         let n = unsafe {

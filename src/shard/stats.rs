@@ -103,7 +103,7 @@ counters! {
 /// full or timed out).
 #[derive(Debug)]
 pub struct ListenerStats {
-    shards: Box<[CachePadded<[AtomicU64; 5]>]>,
+    shards: Box<[CachePadded<[AtomicU64; 7]>]>,
 }
 
 /// A listener's counters summed over the shards.
@@ -118,6 +118,10 @@ pub struct ListenerCounts {
     /// Clients closed for their PROXY protocol header: malformed, missing
     /// (timed out), or sent by a peer not in `proxy_trusted`.
     pub proxy_errors: u64,
+    /// Clients refused by the listener's `limit`, and clients it delayed
+    /// (leaky bucket).
+    pub limited: u64,
+    pub shaped: u64,
 }
 
 impl ListenerStats {
@@ -134,6 +138,8 @@ impl ListenerStats {
         f[2].store(c.rejected, Ordering::Relaxed);
         f[3].store(c.denied, Ordering::Relaxed);
         f[4].store(c.proxy_errors, Ordering::Relaxed);
+        f[5].store(c.limited, Ordering::Relaxed);
+        f[6].store(c.shaped, Ordering::Relaxed);
     }
 
     pub fn read(&self) -> ListenerCounts {
@@ -144,6 +150,8 @@ impl ListenerStats {
             c.rejected += f[2].load(Ordering::Relaxed);
             c.denied += f[3].load(Ordering::Relaxed);
             c.proxy_errors += f[4].load(Ordering::Relaxed);
+            c.limited += f[5].load(Ordering::Relaxed);
+            c.shaped += f[6].load(Ordering::Relaxed);
         }
         c
     }

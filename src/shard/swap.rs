@@ -36,6 +36,7 @@ use crate::access_log::Cause;
 use crate::acl::Acl;
 use crate::balance;
 use crate::config::Timeouts;
+use crate::limit::LimitConfig;
 use crate::net::close_fd;
 use crate::pool::Pools;
 
@@ -77,6 +78,8 @@ pub struct ListenerSpec {
     pub accept_proxy: bool,
     /// Who may send one; `None`: any peer.
     pub proxy_trusted: Option<Arc<Acl>>,
+    /// New connections per source, limited.
+    pub limit: Option<LimitConfig>,
 }
 
 /// An earlier snapshot that pairs of this shard still use.
@@ -221,13 +224,19 @@ impl Shard {
                     self.listeners[l].acl = spec.acl;
                     self.listeners[l].accept_proxy = spec.accept_proxy;
                     self.listeners[l].proxy_trusted = spec.proxy_trusted;
+                    // A limit that stays keeps its table (its sources' state).
+                    let shards = self.mesh.shards();
+                    let listener = &mut self.listeners[l];
+                    if listener.limit.as_ref().map(|(c, _)| c) != spec.limit.as_ref() {
+                        listener.limit = spec.limit.map(|c| Listener::limit_table(c, shards));
+                    }
                 }
                 None => {
                     if spec.fd.is_none() {
                         tracing::error!(shard = self.id, listener = %spec.name, "a new listener without a socket");
                         continue;
                     }
-                    self.listeners.push(Listener::new(spec));
+                    self.listeners.push(Listener::new(spec, self.mesh.shards()));
                     kept.push(true);
                     let l = self.listeners.len() - 1;
                     self.arm_accept(l);

@@ -51,11 +51,6 @@ pub enum Timer {
     LogSummary,
     /// A shard with queued clients looks for free slots.
     QueuePoll,
-    /// Look again at a PROXY header that was incomplete.
-    ProxyPeek {
-        slot: u32,
-        generation: u32,
-    },
 }
 
 impl Shard {
@@ -138,9 +133,6 @@ impl Shard {
     fn on_timer(&mut self, timer: Timer) {
         match timer {
             Timer::Idle { slot, generation } => self.on_idle_timer(slot as usize, generation),
-            Timer::ProxyPeek { slot, generation } => {
-                self.on_proxy_peek_timer(slot as usize, generation)
-            }
             Timer::AcceptResume { listener } => self.resume_accept(listener as usize),
             Timer::Retry => {
                 self.retry_timer = None;
@@ -182,10 +174,12 @@ impl Shard {
         p.timer = None;
         let queued = p.state == PairState::Queued;
         let header = p.state == PairState::ProxyHeader;
+        let shaped = p.state == PairState::Shaped;
         match p.idle_deadline(self.now, &self.timeouts) {
             Ok(at) => self.arm_idle(slot, at),
             Err(_) if queued => self.queue_timeout(slot),
             Err(_) if header => self.proxy_header_timeout(slot),
+            Err(_) if shaped => self.release_shaped(slot),
             Err(side) => {
                 self.counters.idle_timeouts += 1;
                 tracing::debug!(

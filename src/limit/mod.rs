@@ -1,0 +1,46 @@
+//! Per-listener connection rate limits (`limit = { … }`): the five
+//! algorithms (`algorithm.rs`) over a bounded per-source table
+//! (`table.rs`).
+//!
+//! Each shard keeps its own table and enforces its share of the limit:
+//! `rate` and `burst` divided by the number of shards (at least 1 each).
+//! The kernel spreads a source's connections over the shards by their
+//! 4-tuple hash (SO_REUSEPORT), so a source opening many connections gets
+//! close to the whole rate; one whose connections happen to land on fewer
+//! shards gets less, never more. `size` is split the same way.
+
+pub mod algorithm;
+pub mod table;
+
+pub use algorithm::{Algorithm, Decision, Params, Rate};
+pub use table::{key_of, Table};
+
+/// A listener's `limit`, as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitConfig {
+    pub algorithm: Algorithm,
+    pub rate: Rate,
+    /// Token bucket: its capacity (default: one window's worth). Leaky
+    /// bucket: the most clients waiting (default: the same).
+    pub burst: u32,
+    /// Most sources tracked, over every shard.
+    pub size: usize,
+}
+
+impl Eq for LimitConfig {}
+
+impl LimitConfig {
+    /// What one of `shards` shards enforces.
+    pub fn per_shard(&self, shards: usize) -> (Params, usize) {
+        let n = shards.max(1) as u32;
+        let params = Params {
+            algorithm: self.algorithm,
+            rate: Rate {
+                limit: (self.rate.limit / n).max(1),
+                window_us: self.rate.window_us,
+            },
+            burst: (self.burst / n).max(1),
+        };
+        (params, (self.size / shards.max(1)).max(1))
+    }
+}

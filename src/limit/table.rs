@@ -1,0 +1,215 @@
+//! A shard's per-source limiter state: at most `size` keys, in a hash map
+//! from key to slot and a slot array swept by a CLOCK hand. A key seen
+//! again since the hand last passed keeps its slot; a new key when the
+//! table is full takes the first slot the hand finds not seen again since
+//! its last pass (an approximate LRU, O(1) amortised). A key's first
+//! arrival does not protect it, so sources that come once are the first
+//! to go. A flood of distinct or spoofed
+//! sources therefore costs `size` entries, never more: old keys are
+//! forgotten (they start afresh, with a full bucket) rather than memory
+//! growing.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+
+use super::algorithm::{Decision, Params, State};
+
+/// A key: the client's IP as 128 bits (IPv4 v4-mapped).
+pub type Key = u128;
+
+pub fn key_of(ip: IpAddr) -> Key {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => u128::from(v4.to_ipv6_mapped()),
+            None => u128::from(v6),
+        },
+    }
+}
+
+/// A multiply-xorshift hasher for 128-bit keys (the map's keys are
+/// addresses, not attacker-chosen byte strings of any length; a flood of
+/// colliding keys only costs lookups, the table stays bounded).
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.write_u64(v as u64);
+        self.write_u64((v >> 64) as u64);
+    }
+}
+
+struct Slot {
+    key: Key,
+    state: State,
+    used: bool,
+}
+
+/// One shard's table for one limit.
+pub struct Table {
+    params: Params,
+    size: usize,
+    map: HashMap<Key, u32, BuildHasherDefault<KeyHasher>>,
+    slots: Vec<Slot>,
+    hand: usize,
+    /// Keys forgotten to make room.
+    pub evictions: u64,
+}
+
+impl Table {
+    pub fn new(params: Params, size: usize) -> Table {
+        let size = size.max(1);
+        Table {
+            params,
+            size,
+            map: HashMap::with_capacity_and_hasher(size.min(1 << 16), Default::default()),
+            slots: Vec::new(),
+            hand: 0,
+            evictions: 0,
+        }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Keys held now (never more than the size).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Decides on an arrival of `key` at `now_us`.
+    pub fn arrive(&mut self, key: Key, now_us: u64) -> Decision {
+        let i = match self.map.get(&key) {
+            Some(&i) => {
+                // Only a key seen again is protected from the hand: a flood
+                // of one-time sources evicts itself first.
+                self.slots[i as usize].used = true;
+                i as usize
+            }
+            None => self.insert(key, now_us),
+        };
+        self.slots[i].state.arrive(&self.params, now_us)
+    }
+
+    fn insert(&mut self, key: Key, now_us: u64) -> usize {
+        let state = State::new(&self.params, now_us);
+        if self.slots.len() < self.size {
+            self.slots.push(Slot {
+                key,
+                state,
+                used: false,
+            });
+            let i = self.slots.len() - 1;
+            self.map.insert(key, i as u32);
+            return i;
+        }
+        // CLOCK: the first slot not used since the hand last passed.
+        loop {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % self.slots.len();
+            let slot = &mut self.slots[i];
+            if slot.used {
+                slot.used = false;
+                continue;
+            }
+            self.map.remove(&slot.key);
+            *slot = Slot {
+                key,
+                state,
+                used: false,
+            };
+            self.map.insert(key, i as u32);
+            self.evictions += 1;
+            return i;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limit::algorithm::{Algorithm, Rate};
+
+    fn params() -> Params {
+        Params {
+            algorithm: Algorithm::TokenBucket,
+            rate: Rate {
+                limit: 1,
+                window_us: 1_000_000,
+            },
+            burst: 1,
+        }
+    }
+
+    #[test]
+    fn a_flood_of_sources_stays_within_the_size() {
+        let mut t = Table::new(params(), 1000);
+        for i in 0..100_000u128 {
+            assert_eq!(
+                t.arrive(i, 5),
+                Decision::Admit,
+                "a new source has its burst"
+            );
+            assert!(t.len() <= 1000);
+        }
+        assert_eq!(t.len(), 1000);
+        assert_eq!(t.map.len(), 1000);
+        assert_eq!(t.evictions, 99_000);
+    }
+
+    #[test]
+    fn a_busy_source_keeps_its_state_through_a_flood() {
+        let mut t = Table::new(params(), 100);
+        let busy = key_of("192.0.2.1".parse().unwrap());
+        assert_eq!(t.arrive(busy, 0), Decision::Admit);
+        for i in 0..10_000u128 {
+            t.arrive(i, 0);
+            // The busy source comes back between every few newcomers: the
+            // hand always finds it used, so it is never evicted, and its
+            // bucket stays empty.
+            if i % 10 == 0 {
+                assert_eq!(t.arrive(busy, 0), Decision::Refuse, "at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn v4_and_v4_mapped_are_one_key() {
+        assert_eq!(
+            key_of("10.1.2.3".parse().unwrap()),
+            key_of("::ffff:10.1.2.3".parse().unwrap())
+        );
+        assert_ne!(
+            key_of("10.1.2.3".parse().unwrap()),
+            key_of("::1".parse().unwrap())
+        );
+    }
+}

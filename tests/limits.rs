@@ -1,0 +1,109 @@
+//! Per-listener connection limits through ringlb: the token bucket admits
+//! its burst per source and resets the rest before any server sees them,
+//! the leaky bucket delays clients to its rate instead of dropping them (up
+//! to its bound), the sliding log holds exactly; counted per listener.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{connect_from, wait_until, Backend, Behaviour};
+use ringlb::config::{BalanceKind, ForwardMode, LimitConfig};
+use ringlb::limit::{Algorithm, Rate};
+use ringlb::Runtime;
+
+fn served(src: &str, addr: SocketAddr) -> bool {
+    let mut c = connect_from(src, addr);
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    if c.write_all(b"hi").is_err() {
+        return false;
+    }
+    let _ = c.shutdown(Shutdown::Write);
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).is_ok() && back == b"hi"
+}
+
+fn start(echo: &Backend, algorithm: Algorithm, rate: &str, burst: u32) -> Runtime {
+    let mut cfg = common::config(
+        &[(echo.addr, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        ForwardMode::Auto,
+    );
+    cfg.listeners[0].limit = Some(LimitConfig {
+        algorithm,
+        rate: Rate::parse(rate).unwrap(),
+        burst,
+        size: 1000,
+    });
+    Runtime::start(&cfg).unwrap()
+}
+
+#[test]
+fn token_bucket_admits_its_burst_per_source_and_resets_the_rest() {
+    let echo = Backend::start(Behaviour::Echo);
+    let rt = start(&echo, Algorithm::TokenBucket, "1/m", 5);
+    let addr = rt.listener_addr("test").unwrap();
+    let got: Vec<bool> = (0..10).map(|_| served("127.0.0.30", addr)).collect();
+    assert_eq!(got, [[true; 5], [false; 5]].concat());
+    // Another source has its own bucket.
+    assert!(served("127.0.0.31", addr));
+    assert!(wait_until(Duration::from_secs(5), || rt.listeners()[0]
+        .stats
+        .read()
+        .limited
+        == 5));
+    assert_eq!(
+        echo.accepted.load(Ordering::SeqCst),
+        6,
+        "the server never saw the refused"
+    );
+}
+
+#[test]
+fn leaky_bucket_delays_to_its_rate_instead_of_dropping() {
+    let echo = Backend::start(Behaviour::Echo);
+    // 20/s: one every 50 ms; at most 3 waiting.
+    let rt = start(&echo, Algorithm::LeakyBucket, "20/s", 3);
+    let addr = rt.listener_addr("test").unwrap();
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..5)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let ok = served("127.0.0.40", addr);
+                (ok, t0.elapsed())
+            })
+        })
+        .collect();
+    let mut results: Vec<(bool, Duration)> =
+        clients.into_iter().map(|c| c.join().unwrap()).collect();
+    results.sort_by_key(|r| (!r.0, r.1));
+    let ok: Vec<Duration> = results.iter().filter(|r| r.0).map(|r| r.1).collect();
+    assert_eq!(
+        ok.len(),
+        4,
+        "one immediately, three delayed, one over the bound: {results:?}"
+    );
+    // Spaced at the rate (50 ms apart), give or take the threads' start.
+    for (i, took) in ok.iter().enumerate().skip(1) {
+        assert!(
+            *took >= Duration::from_millis(50 * i as u64 - 20),
+            "client {i}: {took:?}"
+        );
+    }
+    assert!(ok[3] < Duration::from_secs(2), "{ok:?}");
+    let c = rt.listeners()[0].stats.read();
+    assert_eq!((c.shaped, c.limited), (3, 1), "{c:?}");
+}
+
+#[test]
+fn sliding_log_holds_exactly() {
+    let echo = Backend::start(Behaviour::Echo);
+    let rt = start(&echo, Algorithm::SlidingLog, "3/m", 0);
+    let addr = rt.listener_addr("test").unwrap();
+    let got: Vec<bool> = (0..6).map(|_| served("127.0.0.50", addr)).collect();
+    assert_eq!(got, [true, true, true, false, false, false]);
+}
