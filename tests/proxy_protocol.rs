@@ -88,6 +88,25 @@ impl HeaderBackend {
     }
 }
 
+/// Sends "hello" from 127.0.0.7 through the listener of `rt`, and checks
+/// that `backend`'s last header named that client and that listener.
+fn check_client_reaches(rt: &Runtime, backend: &HeaderBackend, what: &str) -> Seen {
+    let addr = rt.listener_addr("test").unwrap();
+    let c = connect_from("127.0.0.7", addr);
+    let client = c.local_addr().unwrap();
+    assert_eq!(exchange(c, b"", b"hello").unwrap(), b"hello");
+    let seen = backend.seen().pop().unwrap();
+    assert_eq!(
+        seen.header,
+        Header::Proxied {
+            src: client,
+            dst: addr
+        },
+        "{what}"
+    );
+    seen
+}
+
 /// Sends `prefix` then `msg`, half-closes, and returns what came back (or
 /// the error that ended the exchange).
 fn exchange(mut c: TcpStream, prefix: &[u8], msg: &[u8]) -> Result<Vec<u8>, String> {
@@ -122,18 +141,10 @@ fn send_proxy_v1_and_v2_carry_the_client_and_the_listener_address() {
         cfg.pools[0].policy.send_proxy_unique_id = unique;
         let mut rt = Runtime::start(&cfg).unwrap();
         let addr = rt.listener_addr("test").unwrap();
-        let c = connect_from("127.0.0.7", addr);
-        let client = c.local_addr().unwrap();
-        assert_eq!(exchange(c, b"", b"hello").unwrap(), b"hello");
-        let seen = backend.seen().pop().unwrap();
-        assert_eq!(
-            seen.header,
-            Header::Proxied {
-                src: client,
-                dst: addr
-            },
-            "{version:?}"
-        );
+        let seen = check_client_reaches(&rt, &backend, &format!("{version:?}"));
+        let Header::Proxied { src: client, .. } = seen.header else {
+            unreachable!()
+        };
         match version {
             SendProxy::V1 => assert_eq!(
                 seen.raw,
@@ -354,19 +365,7 @@ fn interop_with_haproxy_both_ways() {
         let mut cfg = single(format!("127.0.0.1:{port}").parse().unwrap());
         cfg.pools[0].policy.send_proxy = version;
         let rt = Runtime::start(&cfg).unwrap();
-        let addr = rt.listener_addr("test").unwrap();
-        let c = connect_from("127.0.0.7", addr);
-        let client = c.local_addr().unwrap();
-        assert_eq!(exchange(c, b"", b"via haproxy").unwrap(), b"via haproxy");
-        let seen = backend.seen().pop().unwrap();
-        assert_eq!(
-            seen.header,
-            Header::Proxied {
-                src: client,
-                dst: addr
-            },
-            "HAProxy read ringlb's {version:?}"
-        );
+        check_client_reaches(&rt, &backend, &format!("HAProxy read ringlb's {version:?}"));
     }
     // Client → HAProxy (send-proxy-v2) → ringlb (accept_proxy, send_proxy
     // v1) → backend: ringlb read HAProxy's header.

@@ -255,6 +255,20 @@ mod tests {
             .collect()
     }
 
+    /// `n` arrival times, gaps uniform in `0..max_gap` µs (a fixed LCG, so
+    /// every run sees the same ones).
+    fn random_arrivals(seed: u64, n: usize, max_gap: u64) -> Vec<u64> {
+        let mut state = seed;
+        let mut t = 0;
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                t += (state >> 33) % max_gap;
+                t
+            })
+            .collect()
+    }
+
     /// The most admitted in any window of `w` µs.
     fn max_in_window(admitted: &[u64], w: u64) -> usize {
         let mut best = 0;
@@ -319,15 +333,7 @@ mod tests {
             .chain((0..10).map(|i| 1_000_000 + i))
             .collect();
         assert_eq!(run(&p, &times).len(), 10);
-        let mut rng_state = 12345u64;
-        let mut t = 0;
-        let times: Vec<u64> = (0..20_000)
-            .map(|_| {
-                rng_state = rng_state.wrapping_mul(6364136223846793005).wrapping_add(1);
-                t += (rng_state >> 33) % 20_000;
-                t
-            })
-            .collect();
+        let times = random_arrivals(12345, 20_000, 20_000);
         let admitted = run(&p, &times);
         assert_eq!(max_in_window(&admitted, 1_000_000), 10);
     }
@@ -344,15 +350,8 @@ mod tests {
         assert_eq!(run(&p, &times).len(), 101, "the edge burst is not doubled");
         // Random arrivals at ~3× the limit for 60 s: the most admitted in
         // any 1 s window stays within 5% of the limit.
-        let mut rng_state = 99u64;
-        let mut t = 0;
-        let times: Vec<u64> = (0..18_000)
-            .map(|_| {
-                rng_state = rng_state.wrapping_mul(6364136223846793005).wrapping_add(1);
-                t += (rng_state >> 33) % 6_667;
-                t
-            })
-            .collect();
+        let times = random_arrivals(99, 18_000, 6_667);
+        let t = *times.last().unwrap();
         let admitted = run(&p, &times);
         let worst = max_in_window(&admitted, 1_000_000);
         // Measured: 101 (1% over).

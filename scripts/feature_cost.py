@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
-"""What the access log costs: CPU per connection of ringlb writing one line
-per connection to a file, against the same ringlb without the log, in one
-run (alternating, medians of N rounds), in `Connection: close` mode (a line
-per request: the worst case) and keep-alive. The balancer's shard is pinned
-to CPU 1 with the load on CPU 0 (balancer-bound); the log writer thread is
-not pinned. The CPU counted is the whole process's (shard and writer).
+"""What a feature costs the data path: CPU per request of ringlb with the
+feature on, against the same ringlb without it, in one run (alternating,
+medians of N rounds), in `Connection: close` mode (per-connection work:
+the worst case) and keep-alive. The balancer's shard is pinned to CPU 1
+with the load on CPU 0 (balancer-bound); its other threads are not pinned.
+The CPU counted is the whole process's.
 
-    scripts/access-log-cost.sh [--rounds N] [--duration SECS]"""
+Features:
+- `access_log`: one line per connection written to a file;
+- `edge`: an access list of 1,000 prefixes (the load's 127.0.0.0/8 among
+  them, allowed) and a token-bucket limit per source that never refuses
+  (so only the checks are measured).
+
+    scripts/access-log-cost.sh | scripts/edge-cost.sh [--rounds N] [--duration SECS]"""
 
 import argparse
 import json
@@ -24,10 +30,25 @@ PORTS = {"off": 18411, "on": 18412}
 ADMIN = 18419
 
 
-def config(port, log_path):
-    log = f'[log]\naccess = "{log_path}"\n[admin]\nbind = "127.0.0.1:{ADMIN}"\n' if log_path else ""
+def edge_lists():
+    """1,000 prefixes: 999 random /24s in 10.0.0.0/8 denied, and
+    127.0.0.0/8 allowed."""
+    import random
+    rng = random.Random(1)
+    deny = sorted({f"10.{rng.randrange(256)}.{rng.randrange(256)}.0/24" for _ in range(2000)})[:999]
+    return 'allow = ["127.0.0.0/8"]\ndeny = [' + ", ".join(f'"{p}"' for p in deny) + ']\n' \
+        'limit = { key = "src", algorithm = "token_bucket", rate = "10000000/s", burst = 10000000 }\n'
+
+
+def config(port, feature, log_path):
+    head, listener = "", ""
+    if feature == "access_log":
+        head = f'[log]\naccess = "{log_path}"\n[admin]\nbind = "127.0.0.1:{ADMIN}"\n'
+    elif feature == "edge":
+        head = f'[admin]\nbind = "127.0.0.1:{ADMIN}"\n'
+        listener = edge_lists()
     return f"""
-{log}
+{head}
 [runtime]
 shards = 1
 cpus = [{cp.BALANCER_CPU}]
@@ -40,7 +61,7 @@ server_idle = "300s"
 name = "web"
 bind = "127.0.0.1:{port}"
 pool = "web"
-
+{listener}
 [[pool]]
 name = "web"
 balance = "leastconn"
@@ -57,6 +78,7 @@ def main():
     ap.add_argument("--bench", required=True)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--feature", choices=["access_log", "edge"], required=True)
     args = ap.parse_args()
     raw = {(mode, name): [] for mode in ("close", "ka") for name in PORTS}
     with tempfile.TemporaryDirectory(prefix="ringlb-access-cost-") as d:
@@ -66,7 +88,7 @@ def main():
             lab.start_backends()
             pids = {}
             for name, port in PORTS.items():
-                conf = lab.write(f"{name}.toml", config(port, log_path if name == "on" else None))
+                conf = lab.write(f"{name}.toml", config(port, args.feature if name == "on" else None, log_path))
                 p = lab.spawn([lab.ringlb, "run", "--config", conf, "--log-level", "warn"])
                 cp.wait_port(port, p)
                 pids[name] = p.pid
@@ -81,16 +103,18 @@ def main():
                         raw[(mode, name)].append(r)
             time.sleep(0.5)
             with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/stats", timeout=5) as resp:
-                log_stats = json.load(resp)["access_log"]
-            with open(log_path, "rb") as f:
-                lines = sum(1 for _ in f)
+                stats = json.load(resp)
+            lines = 0
+            if args.feature == "access_log":
+                with open(log_path, "rb") as f:
+                    lines = sum(1 for _ in f)
         finally:
             lab.stop()
     uname = os.uname()
     print(f"Machine: {os.cpu_count()} CPUs, Linux {uname.release}, {time.strftime('%Y-%m-%d')}. "
           f"ringlb-bench -t1 -c64 -d{args.duration}s, medians of {args.rounds} rounds, "
-          f"balancer pinned to CPU {cp.BALANCER_CPU}, load to CPU {cp.LOAD_CPU}; access log to a file.\n")
-    print("| mode | access log | req/s | CPU µs/req | p99 µs | CPU with / without |")
+          f"balancer pinned to CPU {cp.BALANCER_CPU}, load to CPU {cp.LOAD_CPU}; feature: {args.feature}.\n")
+    print(f"| mode | {args.feature} | req/s | CPU µs/req | p99 µs | CPU with / without |")
     print("|---|---|---|---|---|---|")
     for mode in ("close", "ka"):
         med = {n: {k: statistics.median(x[k] for x in raw[(mode, n)]) for k in ("rps", "us_per_req", "p99_us")}
@@ -101,8 +125,13 @@ def main():
             m = med[n]
             extra = f"{ratio:.3f} (rounds {', '.join(f'{x:.2f}' for x in rounds)})" if n == "on" else ""
             print(f"| {mode} | {n} | {m['rps']:,.0f} | {m['us_per_req']:.2f} | {m['p99_us']:.0f} | {extra} |")
-    print(f"\nLines written {log_stats['written']:,} (file: {lines:,}), dropped {log_stats['dropped']:,}, "
-          f"write errors {log_stats['write_errors']}.")
+    if args.feature == "access_log":
+        log_stats = stats["access_log"]
+        print(f"\nLines written {log_stats['written']:,} (file: {lines:,}), dropped {log_stats['dropped']:,}, "
+              f"write errors {log_stats['write_errors']}.")
+    else:
+        web = stats["listeners"][0]
+        print(f"\nListener: {web['accepted']:,} accepted, {web['denied']} denied, {web['limited']} limited.")
 
 
 if __name__ == "__main__":
