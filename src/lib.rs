@@ -18,6 +18,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod histogram;
 pub mod limit;

@@ -63,6 +63,25 @@ struct Validator<'r> {
     report: &'r mut Report,
 }
 
+/// The longest token file read.
+const TOKEN_FILE_MAX: u64 = 4096;
+
+/// A small text file, read whole: an error for one larger than
+/// [`TOKEN_FILE_MAX`] (or endless, such as a device).
+fn read_small(path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(TOKEN_FILE_MAX + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > TOKEN_FILE_MAX {
+        return Err(std::io::Error::other(format!(
+            "longer than {TOKEN_FILE_MAX} bytes"
+        )));
+    }
+    Ok(text)
+}
+
 /// `Some(value)` from an item whose value passes `ok`.
 fn integer_in<T: TryFrom<i64>>(item: &Item<i64>, ok: impl Fn(&T) -> bool) -> Option<T> {
     T::try_from(item.value).ok().filter(ok)
@@ -311,7 +330,7 @@ impl Validator<'_> {
                 }
                 Some(t.value.clone())
             }
-            (None, Some(f)) => match std::fs::read_to_string(&f.value) {
+            (None, Some(f)) => match read_small(&f.value) {
                 Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
                 Ok(_) => {
                     self.err(&f.at, "admin.token_file", format!("{} is empty", f.value));
