@@ -107,3 +107,50 @@ fn sliding_log_holds_exactly() {
     let got: Vec<bool> = (0..6).map(|_| served("127.0.0.50", addr)).collect();
     assert_eq!(got, [true, true, true, false, false, false]);
 }
+
+/// A flood of distinct sources (carried in PROXY headers) keeps the
+/// limit's state within its size, and every newcomer still gets its burst.
+#[test]
+fn a_flood_of_sources_stays_within_the_size() {
+    let echo = Backend::start(Behaviour::Echo);
+    let mut cfg = common::config(
+        &[(echo.addr, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        ForwardMode::Auto,
+    );
+    cfg.listeners[0].accept_proxy = true;
+    cfg.listeners[0].proxy_trusted = vec![ringlb::config::Prefix::parse("127.0.0.0/8").unwrap()];
+    cfg.listeners[0].limit = Some(LimitConfig {
+        algorithm: Algorithm::TokenBucket,
+        rate: Rate::parse("1/m").unwrap(),
+        burst: 1,
+        size: 100,
+    });
+    let rt = Runtime::start(&cfg).unwrap();
+    let addr = rt.listener_addr("test").unwrap();
+    const SOURCES: u32 = 3000;
+    for i in 0..SOURCES {
+        let src = std::net::Ipv4Addr::from(0xC633_0000 + i); // 198.51.0.0 on
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(format!("PROXY TCP4 {src} 192.0.2.1 1000 443\r\nx").as_bytes())
+            .unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"x", "source {i} has its burst");
+        if i % 500 == 499 {
+            assert!(rt.listeners()[0].stats.read().limit_sources <= 100);
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let c = rt.listeners()[0].stats.read();
+            c.accepted == u64::from(SOURCES) && c.limit_sources == 100
+        }),
+        "{:?}",
+        rt.listeners()[0].stats.read()
+    );
+    assert_eq!(rt.listeners()[0].stats.read().limited, 0);
+}

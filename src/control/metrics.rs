@@ -131,6 +131,14 @@ impl Collector for Scrape {
             "Clients the listener's leaky bucket delayed to its rate.",
             limited(|l| l.shaped),
         )?;
+        gauges(
+            enc,
+            "ringlb_listener_limit_sources",
+            "Sources the listener's limit tracks now (at most its size).",
+            limited(|l| l.limit_sources)
+                .into_iter()
+                .map(|(labels, v)| (labels, v as f64)),
+        )?;
 
         let servers: Vec<(Labels, &ServerStats)> = s
             .pools

@@ -107,6 +107,8 @@ pub struct ListenerView {
     pub limit: Option<&'static str>,
     pub limited: u64,
     pub shaped: u64,
+    /// Sources the limit tracks now.
+    pub limit_sources: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -208,6 +210,7 @@ impl Runtime {
                     limit: l.limit.as_ref().map(|c| c.algorithm.as_str()),
                     limited: c.limited,
                     shaped: c.shaped,
+                    limit_sources: c.limit_sources,
                 }
             })
             .collect();

@@ -142,7 +142,9 @@ impl Listener {
     }
 
     pub fn publish(&self, shard: usize) {
-        self.stats.publish(shard, self.counts);
+        let mut counts = self.counts;
+        counts.limit_sources = self.limit.as_ref().map_or(0, |(_, t)| t.len() as u64);
+        self.stats.publish(shard, counts);
     }
 }
 

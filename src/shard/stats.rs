@@ -103,7 +103,7 @@ counters! {
 /// full or timed out).
 #[derive(Debug)]
 pub struct ListenerStats {
-    shards: Box<[CachePadded<[AtomicU64; 7]>]>,
+    shards: Box<[CachePadded<[AtomicU64; 8]>]>,
 }
 
 /// A listener's counters summed over the shards.
@@ -122,6 +122,8 @@ pub struct ListenerCounts {
     /// (leaky bucket).
     pub limited: u64,
     pub shaped: u64,
+    /// Sources the limit's tables hold now (at most its `size`).
+    pub limit_sources: u64,
 }
 
 impl ListenerStats {
@@ -140,6 +142,7 @@ impl ListenerStats {
         f[4].store(c.proxy_errors, Ordering::Relaxed);
         f[5].store(c.limited, Ordering::Relaxed);
         f[6].store(c.shaped, Ordering::Relaxed);
+        f[7].store(c.limit_sources, Ordering::Relaxed);
     }
 
     pub fn read(&self) -> ListenerCounts {
@@ -152,6 +155,7 @@ impl ListenerStats {
             c.proxy_errors += f[4].load(Ordering::Relaxed);
             c.limited += f[5].load(Ordering::Relaxed);
             c.shaped += f[6].load(Ordering::Relaxed);
+            c.limit_sources += f[7].load(Ordering::Relaxed);
         }
         c
     }
