@@ -10,6 +10,7 @@ use crate::proxy_protocol::{self, Header, Parsed, V1_MAX, V2_MAX};
 /// The configuration loader on arbitrary text: it reports errors, never
 /// panics; an accepted configuration displays (`ringlb check`).
 pub fn config(data: &[u8]) {
+    crate::config::values::NO_NAME_LOOKUPS.store(true, std::sync::atomic::Ordering::Relaxed);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -23,7 +24,24 @@ pub fn config(data: &[u8]) {
 /// input, parses the same alone, and what the writers produce for
 /// addresses taken from the input parses back to those addresses.
 pub fn proxy_header(data: &[u8]) {
-    if let Ok(Parsed::Complete { len, header }) = proxy_protocol::parse(data) {
+    let parsed = proxy_protocol::parse(data);
+    if data.len() >= V2_MAX {
+        assert_ne!(
+            parsed,
+            Ok(Parsed::Incomplete),
+            "undecided after the longest header"
+        );
+    }
+    if let Ok(Parsed::Complete { len, header }) = parsed {
+        // The shard peeks while a header arrives: every part of it must
+        // read as incomplete, never as an error.
+        for cut in 0..len {
+            assert_eq!(
+                proxy_protocol::parse(&data[..cut]),
+                Ok(Parsed::Incomplete),
+                "cut at {cut}"
+            );
+        }
         assert!(len <= data.len(), "a header longer than its input");
         assert!(len <= V1_MAX.max(V2_MAX), "a header longer than allowed");
         assert_eq!(

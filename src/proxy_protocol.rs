@@ -99,6 +99,10 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyError> {
         return Ok(Parsed::Incomplete);
     };
     let len = cr + 2;
+    if buf[..cr].contains(&b'\n') {
+        // What a shorter read of the same bytes already refused.
+        return Err(ProxyError::V1("a line feed without a carriage return"));
+    }
     let line = std::str::from_utf8(&buf[6..cr]).map_err(|_| ProxyError::V1("not ASCII"))?;
     let mut parts = line.split(' ');
     let proto = parts.next().unwrap_or("");
@@ -410,6 +414,10 @@ mod tests {
             (b"GET / HTTP/1.1\r\n", ProxyError::Signature),
             (
                 b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
+                ProxyError::V1("a line feed without a carriage return"),
+            ),
+            (
+                b"PROXY UNKNOWN a\nb\r\n",
                 ProxyError::V1("a line feed without a carriage return"),
             ),
             (

@@ -437,3 +437,39 @@ fn partial_headers_do_not_spin_the_shard() {
     c.read_to_end(&mut back).unwrap();
     assert_eq!(back, b"ping");
 }
+
+/// A client that sends part of a header and half-closes is closed at once
+/// (its socket stays readable: waiting for more would spin).
+#[test]
+fn a_partial_header_then_fin_is_closed_at_once() {
+    let echo = Backend::start(Behaviour::Echo);
+    let mut cfg = common::config(
+        &[(echo.addr, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        ForwardMode::Auto,
+    );
+    cfg.listeners[0].accept_proxy = true;
+    cfg.timeouts.proxy_header = Duration::from_secs(5);
+    let rt = Runtime::start(&cfg).unwrap();
+    let addr = rt.listener_addr("test").unwrap();
+    let before = rt.counters().wakes;
+    let started = Instant::now();
+    let out = exchange(TcpStream::connect(addr).unwrap(), b"PROXY TCP4 ", b"");
+    assert!(out.map_or(true, |b| b.is_empty()));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(wait_until(Duration::from_secs(2), || rt.listeners()[0]
+        .stats
+        .read()
+        .proxy_errors
+        == 1));
+    assert!(
+        rt.counters().wakes - before < 50,
+        "{} wake-ups",
+        rt.counters().wakes - before
+    );
+}

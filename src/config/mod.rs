@@ -11,7 +11,7 @@ mod display;
 mod error;
 mod raw;
 mod validate;
-mod values;
+pub(crate) mod values;
 
 use std::fmt;
 

@@ -70,6 +70,9 @@ const TOKEN_FILE_MAX: u64 = 4096;
 /// [`TOKEN_FILE_MAX`] (or endless, such as a device).
 fn read_small(path: &str) -> std::io::Result<String> {
     use std::io::Read;
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut text = String::new();
     std::fs::File::open(path)?
         .take(TOKEN_FILE_MAX + 1)
@@ -917,6 +920,25 @@ impl Validator<'_> {
             }),
         };
         let (algorithm, rate) = (algorithm?, rate?);
+        if algorithm == Algorithm::LeakyBucket {
+            // The longest a client is held: `burst` departures ahead of it.
+            let b = f64::from(burst.unwrap_or(rate.limit));
+            let wait_s = b * rate.interval_us() / 1e6;
+            if wait_s > 60.0 {
+                self.err(
+                    &raw.at,
+                    &format!("{key}.burst"),
+                    format!("a client could be held {wait_s:.0}s (burst × the interval between clients); at most 60s"),
+                );
+            }
+        }
+        if algorithm == Algorithm::SlidingLog && size as u64 * u64::from(rate.limit) > 64 << 20 {
+            self.err(
+                &raw.at,
+                &format!("{key}.size"),
+                "size × the rate's count is over 67108864 timestamps (512 MB) for sliding_log: lower one of them, or use sliding_window",
+            );
+        }
         if algorithm == Algorithm::SlidingLog && rate.limit > 100_000 {
             self.err(
                 &raw.at,

@@ -50,6 +50,11 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Resolves `ip:port`, `[v6]:port` or `host:port` (names are looked up once,
 /// at load).
+/// Set by the fuzz targets: host names are not looked up (an error
+/// instead), so fuzzing does no network I/O.
+pub static NO_NAME_LOOKUPS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 pub fn resolve(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
@@ -64,6 +69,9 @@ pub fn resolve(s: &str) -> Result<SocketAddr, String> {
     };
     if host.is_empty() {
         return Err(format!("`{s}` has no host"));
+    }
+    if NO_NAME_LOOKUPS.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(format!("`{host}`: host names are not looked up here"));
     }
     match (host.trim_matches(|c| c == '[' || c == ']'), port).to_socket_addrs() {
         Ok(mut addrs) => addrs

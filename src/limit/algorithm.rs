@@ -79,7 +79,7 @@ impl Rate {
 
     /// Microseconds between two arrivals at this rate.
     pub fn interval_us(&self) -> f64 {
-        self.window_us as f64 / f64::from(self.limit)
+        self.window_us as f64 / f64::from(self.limit.max(1))
     }
 }
 
@@ -136,14 +136,14 @@ impl State {
             },
             Algorithm::LeakyBucket => State::LeakyBucket { next_us: 0.0 },
             Algorithm::FixedWindow => State::FixedWindow {
-                window: now_us / p.rate.window_us,
+                window: now_us / p.rate.window_us.max(1),
                 count: 0,
             },
             Algorithm::SlidingLog => State::SlidingLog {
                 times: VecDeque::new(),
             },
             Algorithm::SlidingWindow => State::SlidingWindow {
-                window: now_us / p.rate.window_us,
+                window: now_us / p.rate.window_us.max(1),
                 current: 0,
                 previous: 0,
             },
@@ -153,7 +153,7 @@ impl State {
     /// Decides on an arrival at `now_us` and records it if admitted.
     pub fn arrive(&mut self, p: &Params, now_us: u64) -> Decision {
         let limit = p.rate.limit;
-        let w = p.rate.window_us;
+        let w = p.rate.window_us.max(1);
         match self {
             State::TokenBucket { tokens, last_us } => {
                 let elapsed = now_us.saturating_sub(*last_us) as f64;

@@ -9,8 +9,8 @@
 //! forgotten (they start afresh, with a full bucket) rather than memory
 //! growing.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use super::algorithm::{Decision, Params, State};
@@ -28,40 +28,6 @@ pub fn key_of(ip: IpAddr) -> Key {
     }
 }
 
-/// A multiply-xorshift hasher for 128-bit keys (the map's keys are
-/// addresses, not attacker-chosen byte strings of any length; a flood of
-/// colliding keys only costs lookups, the table stays bounded).
-#[derive(Default)]
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^ (h >> 33)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29);
-    }
-
-    fn write_u128(&mut self, v: u128) {
-        self.write_u64(v as u64);
-        self.write_u64((v >> 64) as u64);
-    }
-}
-
 struct Slot {
     key: Key,
     state: State,
@@ -72,7 +38,9 @@ struct Slot {
 pub struct Table {
     params: Params,
     size: usize,
-    map: HashMap<Key, u32, BuildHasherDefault<KeyHasher>>,
+    /// Keyed with a random seed per table (SipHash): an attacker who
+    /// chooses its source addresses cannot make them collide.
+    map: HashMap<Key, u32, RandomState>,
     slots: Vec<Slot>,
     hand: usize,
     /// Keys forgotten to make room.
@@ -85,7 +53,7 @@ impl Table {
         Table {
             params,
             size,
-            map: HashMap::with_capacity_and_hasher(size.min(1 << 16), Default::default()),
+            map: HashMap::with_capacity_and_hasher(size.min(1 << 16), RandomState::new()),
             slots: Vec::new(),
             hand: 0,
             evictions: 0,

@@ -401,6 +401,10 @@ impl Shard {
     pub(super) fn admission(&mut self, l: usize, ip: IpAddr) -> Admission {
         let now_us = crate::clock::micros(self.now);
         let listener = &mut self.listeners[l];
+        if listener.limit.is_some() {
+            // Its table may have grown (`limit_sources`).
+            self.listener_counts_changed = true;
+        }
         let verdict = if listener.acl.as_ref().is_some_and(|acl| !acl.allows(ip)) {
             listener.counts.denied += 1;
             Admission::Denied
@@ -456,6 +460,8 @@ impl Shard {
 
     /// A delayed client's turn came: it goes on as a new client.
     pub(super) fn release_shaped(&mut self, slot: usize) {
+        // The shard held the client: it was not idle meanwhile.
+        self.pairs[slot].client_seen = self.now;
         self.arm_idle(slot, self.now + self.timeouts.client_idle);
         self.start_pair(slot);
     }

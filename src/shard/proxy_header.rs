@@ -97,7 +97,9 @@ impl Shard {
     fn poll_proxy_header(&mut self, slot: usize) {
         let p = &mut self.pairs[slot];
         p.inflight += 1;
-        let entry = opcode::PollAdd::new(Fd(p.client), libc::POLLIN as u32)
+        // POLLRDHUP: a client that half-closes after part of a header is
+        // readable for good, whatever the low-water mark says.
+        let entry = opcode::PollAdd::new(Fd(p.client), (libc::POLLIN | libc::POLLRDHUP) as u32)
             .build()
             .user_data(Tag::new(Op::ProxyPoll, slot as u32, p.generation, 0).encode());
         // SAFETY: no pointers.
@@ -134,6 +136,14 @@ impl Shard {
         }
         match proxy_protocol::parse(&buf[..n as usize]) {
             Ok(Parsed::Incomplete) => {
+                if result & (libc::POLLRDHUP | libc::POLLHUP) as i32 != 0 {
+                    self.proxy_header_failed(
+                        slot,
+                        Cause::Client,
+                        "the client closed before its PROXY header",
+                    );
+                    return;
+                }
                 // Wake up only when more than what is there has come.
                 if set_rcvlowat(fd, n as i32 + 1) {
                     self.pairs[slot].lowat_raised = true;
