@@ -104,11 +104,8 @@ fn leasttime_steers_away_from_a_slow_connect() {
     );
     // The delay is what ringlb measured...
     assert!(ms[0] >= 15.0 && ms[1] < 5.0 && ms[2] < 5.0, "{ms:?}");
-    // ...and each is tried once; then the 20 ms connect is avoided. The
-    // two fast servers differ by loopback noise only (tens of µs), which
-    // decides their split: each must still take a fair part of it.
-    assert!(counts[0] <= 4, "{counts:?}");
-    assert!(counts[1] >= 20 && counts[2] >= 20, "{counts:?}");
+    // ...and each is tried; then the 20 ms connect is avoided.
+    assert_fast_servers_take_the_rest(&counts);
 }
 
 #[test]
@@ -121,8 +118,18 @@ fn leasttime_steers_away_from_a_slow_first_byte() {
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     let (counts, ms) = leasttime_counts(&addrs, LeastTimeObserve::Ttfb, 200);
     assert!(ms[0] >= 15.0 && ms[1] < 5.0 && ms[2] < 5.0, "{ms:?}");
+    assert_fast_servers_take_the_rest(&counts);
+}
+
+/// The slow server (index 0) gets its first tries only; the two fast ones
+/// take the rest, each tried. How they split it follows loopback noise:
+/// peak EWMA keeps a server whose sample once peaked (a thread scheduled
+/// late) behind the other until its average decays, about a window (10 s)
+/// later, so one of them may take nearly all of a 200-request run.
+fn assert_fast_servers_take_the_rest(counts: &[usize]) {
     assert!(counts[0] <= 4, "{counts:?}");
-    assert!(counts[1] >= 40 && counts[2] >= 40, "{counts:?}");
+    assert!(counts[1] >= 1 && counts[2] >= 1, "{counts:?}");
+    assert_eq!(counts.iter().sum::<usize>(), 200, "{counts:?}");
 }
 
 /// The server each of `sources` reaches through `addr`.
