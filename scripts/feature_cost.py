@@ -12,7 +12,7 @@ Features:
   them, allowed) and a token-bucket limit per source that never refuses
   (so only the checks are measured).
 
-    scripts/access-log-cost.sh | scripts/edge-cost.sh [--rounds N] [--duration SECS]"""
+    scripts/feature-cost.sh access_log|edge [--rounds N] [--duration SECS]"""
 
 import argparse
 import json

@@ -113,13 +113,7 @@ fn sliding_log_holds_exactly() {
 #[test]
 fn a_flood_of_sources_stays_within_the_size() {
     let echo = Backend::start(Behaviour::Echo);
-    let mut cfg = common::config(
-        &[(echo.addr, 1)],
-        BalanceKind::RoundRobin,
-        1,
-        ForwardMode::Auto,
-    );
-    cfg.listeners[0].accept_proxy = true;
+    let mut cfg = common::accept_proxy_config(echo.addr);
     cfg.listeners[0].proxy_trusted = vec![ringlb::config::Prefix::parse("127.0.0.0/8").unwrap()];
     cfg.listeners[0].limit = Some(LimitConfig {
         algorithm: Algorithm::TokenBucket,

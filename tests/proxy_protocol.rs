@@ -406,14 +406,7 @@ fn interop_with_haproxy_both_ways() {
 #[test]
 fn partial_headers_do_not_spin_the_shard() {
     let echo = Backend::start(Behaviour::Echo);
-    let mut cfg = common::config(
-        &[(echo.addr, 1)],
-        BalanceKind::RoundRobin,
-        1,
-        ForwardMode::Auto,
-    );
-    cfg.listeners[0].accept_proxy = true;
-    cfg.timeouts.proxy_header = Duration::from_secs(5);
+    let cfg = common::accept_proxy_config(echo.addr);
     let rt = Runtime::start(&cfg).unwrap();
     let addr = rt.listener_addr("test").unwrap();
     let mut held: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(addr).unwrap()).collect();
@@ -443,14 +436,7 @@ fn partial_headers_do_not_spin_the_shard() {
 #[test]
 fn a_partial_header_then_fin_is_closed_at_once() {
     let echo = Backend::start(Behaviour::Echo);
-    let mut cfg = common::config(
-        &[(echo.addr, 1)],
-        BalanceKind::RoundRobin,
-        1,
-        ForwardMode::Auto,
-    );
-    cfg.listeners[0].accept_proxy = true;
-    cfg.timeouts.proxy_header = Duration::from_secs(5);
+    let cfg = common::accept_proxy_config(echo.addr);
     let rt = Runtime::start(&cfg).unwrap();
     let addr = rt.listener_addr("test").unwrap();
     let before = rt.counters().wakes;

@@ -264,6 +264,20 @@ pub fn config(
     }
 }
 
+/// One shard, one listener taking PROXY headers (header deadline 5 s), in
+/// front of `server`.
+pub fn accept_proxy_config(server: SocketAddr) -> Config {
+    let mut cfg = config(
+        &[(server, 1)],
+        BalanceKind::RoundRobin,
+        1,
+        ForwardMode::Auto,
+    );
+    cfg.listeners[0].accept_proxy = true;
+    cfg.timeouts.proxy_header = Duration::from_secs(5);
+    cfg
+}
+
 pub fn start(config: &Config) -> (Runtime, SocketAddr) {
     let rt = Runtime::start(config).expect("ringlb starts");
     let addr = rt.listener_addr("test").unwrap();
