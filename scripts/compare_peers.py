@@ -43,6 +43,37 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, **kw)
 
 
+def ringlb_pinned_config(port, servers, head="", listener="", pool=""):
+    """A one-shard ringlb pinned to the balancer CPU: listener `web` on
+    `port` to a leastconn pool of `servers` (names and ports, on
+    127.0.0.1); `head`, `listener` and `pool` add TOML to the top, the
+    listener and the pool."""
+    entries = ",\n  ".join(f'{{ name = "{n}", addr = "127.0.0.1:{p}" }}' for n, p in servers)
+    return f"""
+{head}
+[runtime]
+shards = 1
+cpus = [{BALANCER_CPU}]
+
+[timeouts]
+client_idle = "300s"
+server_idle = "300s"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:{port}"
+pool = "web"
+{listener}
+[[pool]]
+name = "web"
+balance = "leastconn"
+{pool}
+servers = [
+  {entries}
+]
+"""
+
+
 def wait_port(port, proc=None, timeout=10.0):
     end = time.time() + timeout
     while time.time() < end:

@@ -27,33 +27,10 @@ ADMIN = 18409
 
 
 def config(port, control):
-    servers = ",\n  ".join(
-        f'{{ name = "s{i}", addr = "127.0.0.1:{cp.BACKENDS[i % 2]}" }}' for i in range(100))
+    servers = [(f"s{i}", cp.BACKENDS[i % 2]) for i in range(100)]
     check = 'check = { kind = "tcp", interval = "1s", timeout = "500ms" }' if control else ""
     admin = f'[admin]\nbind = "127.0.0.1:{ADMIN}"\n' if control else ""
-    return f"""
-{admin}
-[runtime]
-shards = 1
-cpus = [{cp.BALANCER_CPU}]
-
-[timeouts]
-client_idle = "300s"
-server_idle = "300s"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{port}"
-pool = "web"
-
-[[pool]]
-name = "web"
-balance = "leastconn"
-{check}
-servers = [
-  {servers}
-]
-"""
+    return cp.ringlb_pinned_config(port, servers, head=admin, pool=check)
 
 
 def scraper(stop, sizes):

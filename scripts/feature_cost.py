@@ -47,29 +47,8 @@ def config(port, feature, log_path):
     elif feature == "edge":
         head = f'[admin]\nbind = "127.0.0.1:{ADMIN}"\n'
         listener = edge_lists()
-    return f"""
-{head}
-[runtime]
-shards = 1
-cpus = [{cp.BALANCER_CPU}]
-
-[timeouts]
-client_idle = "300s"
-server_idle = "300s"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{port}"
-pool = "web"
-{listener}
-[[pool]]
-name = "web"
-balance = "leastconn"
-servers = [
-  {{ name = "a", addr = "127.0.0.1:{cp.BACKENDS[0]}" }},
-  {{ name = "b", addr = "127.0.0.1:{cp.BACKENDS[1]}" }},
-]
-"""
+    servers = [("a", cp.BACKENDS[0]), ("b", cp.BACKENDS[1])]
+    return cp.ringlb_pinned_config(port, servers, head=head, listener=listener)
 
 
 def main():

@@ -15,15 +15,14 @@ use crossbeam_queue::ArrayQueue;
 use uring_kit::{RingError, RingFlags};
 
 use crate::access_log::{AccessLog, AccessLogError, WriterStats};
-use crate::acl::Acl;
 use crate::budget::{self, BudgetError, ConnBudget, FdPlan};
-use crate::config::{Config, LimitConfig, ListenerConfig};
+use crate::config::{Config, ListenerConfig};
 use crate::health::{Checker, CheckerError};
 use crate::net::{bind_reuseport_group, close_fd, dup_fd, listening_tcp_addr};
 use crate::pool::Pools;
 use crate::shard::{
-    Command, Counters, ListenerSpec, ListenerStats, Mesh, Shard, ShardInitError, ShardLink,
-    ShardSpec, ShardStats,
+    Command, Counters, ListenerPolicy, ListenerSpec, ListenerStats, Mesh, Shard, ShardInitError,
+    ShardLink, ShardSpec, ShardStats,
 };
 
 /// Why the data plane could not start.
@@ -106,22 +105,8 @@ pub struct BoundListener {
     /// The runtime's own copies of the group's sockets (the shards own and
     /// close theirs): what a binary upgrade hands over.
     pub sockets: Arc<Vec<OwnedFd>>,
-    /// Who may connect; `None`: everyone.
-    pub acl: Option<Arc<Acl>>,
-    pub accept_proxy: bool,
-    /// Who may send a PROXY header; `None`: any peer.
-    pub proxy_trusted: Option<Arc<Acl>>,
-    pub limit: Option<LimitConfig>,
-}
-
-/// The access list a listener's configuration asks for, if any.
-pub(crate) fn acl_of(l: &ListenerConfig) -> Option<Arc<Acl>> {
-    l.has_acl().then(|| Arc::new(Acl::new(&l.allow, &l.deny)))
-}
-
-/// The peers a listener takes PROXY headers from, if restricted.
-pub(crate) fn trusted_of(l: &ListenerConfig) -> Option<Arc<Acl>> {
-    (!l.proxy_trusted.is_empty()).then(|| Arc::new(Acl::new(&l.proxy_trusted, &[])))
+    /// What it checks of its clients.
+    pub policy: ListenerPolicy,
 }
 
 /// Close-on-exec copies of `fds`, kept by the runtime.
@@ -209,10 +194,7 @@ impl BoundListener {
             pool: self.pool,
             fd,
             stats: self.stats.clone(),
-            acl: self.acl.clone(),
-            accept_proxy: self.accept_proxy,
-            proxy_trusted: self.proxy_trusted.clone(),
-            limit: self.limit.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -312,10 +294,7 @@ impl Runtime {
                 pool: l.pool,
                 stats: Arc::new(ListenerStats::new(shards)),
                 sockets,
-                acl: acl_of(l),
-                accept_proxy: l.accept_proxy,
-                proxy_trusted: trusted_of(l),
-                limit: l.limit.clone(),
+                policy: ListenerPolicy::of(l),
             };
             for (shard, fd) in per_shard.iter_mut().zip(fds) {
                 shard.push(bound.spec(Some(fd)));

@@ -18,8 +18,8 @@ use crate::config::Config;
 use crate::health::Checker;
 use crate::net::{bind_reuseport_group, close_fd};
 use crate::pool::{Pools, HEALTH_DOWN};
-use crate::runtime::{acl_of, keep_copies, trusted_of, BoundListener, Runtime};
-use crate::shard::{Command, ListenerStats, Swap};
+use crate::runtime::{keep_copies, BoundListener, Runtime};
+use crate::shard::{Command, ListenerPolicy, ListenerStats, Swap};
 
 /// Why a configuration could not be applied (the running one stays).
 #[derive(Debug, thiserror::Error)]
@@ -126,10 +126,7 @@ impl Runtime {
                 Some(b) => {
                     listeners.push(BoundListener {
                         pool: l.pool,
-                        acl: acl_of(l),
-                        accept_proxy: l.accept_proxy,
-                        proxy_trusted: trusted_of(l),
-                        limit: l.limit.clone(),
+                        policy: ListenerPolicy::of(l),
                         ..b.clone()
                     });
                     new_fds.push(None);
@@ -152,10 +149,7 @@ impl Runtime {
                             pool: l.pool,
                             stats: Arc::new(ListenerStats::new(shards)),
                             sockets,
-                            acl: acl_of(l),
-                            accept_proxy: l.accept_proxy,
-                            proxy_trusted: trusted_of(l),
-                            limit: l.limit.clone(),
+                            policy: ListenerPolicy::of(l),
                         });
                         self.next_listener_id += 1;
                         new_fds.push(Some(fds));

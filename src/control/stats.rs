@@ -207,7 +207,7 @@ impl Runtime {
                     rejected: c.rejected,
                     denied: c.denied,
                     proxy_errors: c.proxy_errors,
-                    limit: l.limit.as_ref().map(|c| c.algorithm.as_str()),
+                    limit: l.policy.limit.as_ref().map(|c| c.algorithm.as_str()),
                     limited: c.limited,
                     shaped: c.shaped,
                     limit_sources: c.limit_sources,

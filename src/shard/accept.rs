@@ -42,7 +42,7 @@ use io_uring::types::Fd;
 use super::log_limit::LogKind;
 use super::pair::{Pair, PairState};
 use super::stats::{ListenerCounts, ListenerStats};
-use super::swap::{ListenerSpec, NO_LISTENER_POOL};
+use super::swap::{ListenerPolicy, ListenerSpec, NO_LISTENER_POOL};
 use super::timers::{Timer, BUDGET_RETRY, RESOURCE_PAUSE};
 use super::token::{Op, Tag};
 use super::Shard;
@@ -134,10 +134,21 @@ impl Listener {
             backoff: BACKOFF_MIN,
             counts: ListenerCounts::default(),
             stats: spec.stats,
-            acl: spec.acl,
-            accept_proxy: spec.accept_proxy,
-            proxy_trusted: spec.proxy_trusted,
-            limit: spec.limit.map(|c| Listener::limit_table(c, shards)),
+            acl: spec.policy.acl,
+            accept_proxy: spec.policy.accept_proxy,
+            proxy_trusted: spec.policy.proxy_trusted,
+            limit: spec.policy.limit.map(|c| Listener::limit_table(c, shards)),
+        }
+    }
+
+    /// Serves `policy` from now on (a reload); a limit that stays keeps
+    /// its table (its sources' state).
+    pub fn take_policy(&mut self, policy: ListenerPolicy, shards: usize) {
+        self.acl = policy.acl;
+        self.accept_proxy = policy.accept_proxy;
+        self.proxy_trusted = policy.proxy_trusted;
+        if self.limit.as_ref().map(|(c, _)| c) != policy.limit.as_ref() {
+            self.limit = policy.limit.map(|c| Listener::limit_table(c, shards));
         }
     }
 

@@ -60,7 +60,7 @@ use log_limit::LogLimiter;
 use pipes::PipePool;
 use slab::Slab;
 pub use stats::{Counters, ListenerCounts, ListenerStats, ShardStats, COUNTER_NAMES};
-pub use swap::{ListenerSpec, Swap};
+pub use swap::{ListenerPolicy, ListenerSpec, Swap};
 use timers::Timer;
 
 /// Submission queue entries per ring; the completion queue is four times larger.

@@ -35,7 +35,7 @@ use super::Shard;
 use crate::access_log::Cause;
 use crate::acl::Acl;
 use crate::balance;
-use crate::config::Timeouts;
+use crate::config::{ListenerConfig, Timeouts};
 use crate::limit::LimitConfig;
 use crate::net::close_fd;
 use crate::pool::Pools;
@@ -72,14 +72,34 @@ pub struct ListenerSpec {
     /// have yet.
     pub fd: Option<RawFd>,
     pub stats: Arc<ListenerStats>,
+    /// What it checks of its clients.
+    pub policy: ListenerPolicy,
+}
+
+/// What a listener checks of its clients, built from its configuration:
+/// its access list, whether clients send a PROXY header (and who may),
+/// and its rate limit.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerPolicy {
     /// Who may connect; `None`: everyone.
     pub acl: Option<Arc<Acl>>,
-    /// Clients send a PROXY protocol header first.
     pub accept_proxy: bool,
-    /// Who may send one; `None`: any peer.
+    /// Who may send a PROXY header; `None`: any peer.
     pub proxy_trusted: Option<Arc<Acl>>,
     /// New connections per source, limited.
     pub limit: Option<LimitConfig>,
+}
+
+impl ListenerPolicy {
+    pub fn of(l: &ListenerConfig) -> ListenerPolicy {
+        ListenerPolicy {
+            acl: l.has_acl().then(|| Arc::new(Acl::new(&l.allow, &l.deny))),
+            accept_proxy: l.accept_proxy,
+            proxy_trusted: (!l.proxy_trusted.is_empty())
+                .then(|| Arc::new(Acl::new(&l.proxy_trusted, &[]))),
+            limit: l.limit.clone(),
+        }
+    }
 }
 
 /// An earlier snapshot that pairs of this shard still use.
@@ -221,15 +241,8 @@ impl Shard {
                     kept[l] = true;
                     self.listeners[l].pool = spec.pool;
                     self.listeners[l].name = spec.name;
-                    self.listeners[l].acl = spec.acl;
-                    self.listeners[l].accept_proxy = spec.accept_proxy;
-                    self.listeners[l].proxy_trusted = spec.proxy_trusted;
-                    // A limit that stays keeps its table (its sources' state).
                     let shards = self.mesh.shards();
-                    let listener = &mut self.listeners[l];
-                    if listener.limit.as_ref().map(|(c, _)| c) != spec.limit.as_ref() {
-                        listener.limit = spec.limit.map(|c| Listener::limit_table(c, shards));
-                    }
+                    self.listeners[l].take_policy(spec.policy, shards);
                 }
                 None => {
                     if spec.fd.is_none() {
