@@ -18,6 +18,7 @@ use crate::access_log::{AccessLog, AccessLogError, WriterStats};
 use crate::budget::{self, BudgetError, ConnBudget, FdPlan};
 use crate::config::{Config, ListenerConfig};
 use crate::health::{Checker, CheckerError};
+use crate::limit::ConnGate;
 use crate::net::{bind_reuseport_group, close_fd, dup_fd, listening_tcp_addr};
 use crate::pool::Pools;
 use crate::shard::{
@@ -102,6 +103,8 @@ pub struct BoundListener {
     /// Index into the running configuration's pools.
     pub pool: usize,
     pub stats: Arc<ListenerStats>,
+    /// Its connections open over every shard (`maxconn`, `conn_per_src`).
+    pub gate: Arc<ConnGate>,
     /// The runtime's own copies of the group's sockets (the shards own and
     /// close theirs): what a binary upgrade hands over.
     pub sockets: Arc<Vec<OwnedFd>>,
@@ -194,6 +197,7 @@ impl BoundListener {
             pool: self.pool,
             fd,
             stats: self.stats.clone(),
+            gate: self.gate.clone(),
             policy: self.policy.clone(),
         }
     }
@@ -293,6 +297,7 @@ impl Runtime {
                 addr,
                 pool: l.pool,
                 stats: Arc::new(ListenerStats::new(shards)),
+                gate: Arc::default(),
                 sockets,
                 policy: ListenerPolicy::of(l),
             };

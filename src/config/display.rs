@@ -82,6 +82,23 @@ impl fmt::Display for Config {
                     }
                 )?;
             }
+            if let Some(lim) = &l.limit {
+                writeln!(
+                    f,
+                    "  limit: {} at {} per {}s per source, burst {}, {} sources tracked",
+                    lim.algorithm.as_str(),
+                    lim.rate.limit,
+                    lim.rate.window_us / 1_000_000,
+                    lim.burst,
+                    lim.size
+                )?;
+            }
+            if let Some(m) = l.maxconn {
+                writeln!(f, "  maxconn {m} (accepting pauses at it)")?;
+            }
+            if let Some(n) = l.conn_per_src {
+                writeln!(f, "  at most {n} connections open per source")?;
+            }
         }
         for p in &self.pools {
             write!(

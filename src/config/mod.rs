@@ -402,6 +402,11 @@ pub struct ListenerConfig {
     pub proxy_trusted: Vec<Prefix>,
     /// New connections per source, limited (`crate::limit`).
     pub limit: Option<LimitConfig>,
+    /// Most connections open at once through this listener, over every
+    /// shard: at it, accepting pauses (`crate::limit::concurrency`).
+    pub maxconn: Option<usize>,
+    /// Most connections open at once per client address.
+    pub conn_per_src: Option<u32>,
 }
 
 impl ListenerConfig {
@@ -416,6 +421,8 @@ impl ListenerConfig {
             accept_proxy: false,
             proxy_trusted: Vec::new(),
             limit: None,
+            maxconn: None,
+            conn_per_src: None,
         }
     }
 

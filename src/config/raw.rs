@@ -122,6 +122,8 @@ pub(crate) struct RawListener {
     /// With where the list itself is.
     pub proxy_trusted: Option<(Origin, RawPrefixes)>,
     pub limit: Option<RawLimit>,
+    pub maxconn: Option<Item<i64>>,
+    pub conn_per_src: Option<Item<i64>>,
 }
 
 /// `limit = { … }` of a listener.
@@ -215,6 +217,8 @@ impl RawListener {
             accept_proxy: None,
             proxy_trusted: None,
             limit: None,
+            maxconn: None,
+            conn_per_src: None,
         }
     }
 }
@@ -611,11 +615,15 @@ impl Reader<'_> {
             "accept_proxy",
             "proxy_trusted",
             "limit",
+            "maxconn",
+            "conn_per_src",
         ];
         let mut l = RawListener::empty();
         for (name, key, v) in self.fields(path, t, KNOWN) {
             match name {
                 "accept_proxy" => l.accept_proxy = self.boolean(&key, v),
+                "maxconn" => l.maxconn = self.integer(&key, v),
+                "conn_per_src" => l.conn_per_src = self.integer(&key, v),
                 "limit" => {
                     if let Some(t) = self.table(&key, v) {
                         l.limit = Some(self.limit(&key, Origin::Span(v.span()), t));

@@ -1048,6 +1048,26 @@ impl Validator<'_> {
                 .limit
                 .as_ref()
                 .and_then(|raw| self.limit(raw, &format!("listener[{i}].limit")));
+            let maxconn = l.maxconn.as_ref().and_then(|m| {
+                integer_in(m, |n: &usize| (1..=10_000_000).contains(n)).or_else(|| {
+                    self.err(
+                        &m.at,
+                        &format!("listener[{i}].maxconn"),
+                        "must be from 1 to 10000000",
+                    );
+                    None
+                })
+            });
+            let conn_per_src = l.conn_per_src.as_ref().and_then(|m| {
+                integer_in(m, |n: &u32| (1..=1_000_000).contains(n)).or_else(|| {
+                    self.err(
+                        &m.at,
+                        &format!("listener[{i}].conn_per_src"),
+                        "must be from 1 to 1000000",
+                    );
+                    None
+                })
+            });
             let accept_proxy = l.accept_proxy.as_ref().is_some_and(|a| a.value);
             let proxy_trusted = match &l.proxy_trusted {
                 Some((at, list)) => {
@@ -1070,13 +1090,16 @@ impl Validator<'_> {
             };
             // With the header's address deciding, anyone who may send one
             // chooses its own verdict: the senders must be named.
-            let checks = !l.allow.is_empty() || !l.deny.is_empty() || l.limit.is_some();
+            let checks = !l.allow.is_empty()
+                || !l.deny.is_empty()
+                || l.limit.is_some()
+                || l.conn_per_src.is_some();
             if accept_proxy && checks && l.proxy_trusted.is_none() {
                 if let Some(a) = &l.accept_proxy {
                     self.err(
                         &a.at,
                         &format!("listener[{i}].accept_proxy"),
-                        "with allow, deny or limit, set proxy_trusted too: they apply to the address a PROXY header carries, which any client could otherwise forge",
+                        "with allow, deny, limit or conn_per_src, set proxy_trusted too: they apply to the address a PROXY header carries, which any client could otherwise forge",
                     );
                 }
             }
@@ -1090,6 +1113,8 @@ impl Validator<'_> {
                     accept_proxy,
                     proxy_trusted,
                     limit,
+                    maxconn,
+                    conn_per_src,
                 });
             }
         }

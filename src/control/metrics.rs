@@ -131,6 +131,31 @@ impl Collector for Scrape {
             "Clients the listener's leaky bucket delayed to its rate.",
             limited(|l| l.shaped),
         )?;
+        let with = |has: fn(&ListenerView) -> bool, f: fn(&ListenerView) -> u64| {
+            s.listeners
+                .iter()
+                .filter(move |l| has(l))
+                .map(move |l| (vec![("listener", l.name.clone())], f(l)))
+        };
+        gauges(
+            enc,
+            "ringlb_listener_maxconn",
+            "The listener's maxconn: connections open at once, over every shard.",
+            with(|l| l.maxconn.is_some(), |l| l.maxconn.unwrap_or(0) as u64)
+                .map(|(l, v)| (l, v as f64)),
+        )?;
+        counters(
+            enc,
+            "ringlb_listener_maxconn_waits",
+            "Clients accepted at maxconn and held unread until a place freed.",
+            with(|l| l.maxconn.is_some(), |l| l.maxconn_waits),
+        )?;
+        counters(
+            enc,
+            "ringlb_listener_conn_per_src_refused",
+            "Clients refused for having conn_per_src connections open already.",
+            with(|l| l.conn_per_src.is_some(), |l| l.conn_per_src_refused),
+        )?;
         gauges(
             enc,
             "ringlb_listener_limit_sources",

@@ -148,6 +148,7 @@ impl Runtime {
                             addr,
                             pool: l.pool,
                             stats: Arc::new(ListenerStats::new(shards)),
+                            gate: Arc::default(),
                             sockets,
                             policy: ListenerPolicy::of(l),
                         });

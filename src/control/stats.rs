@@ -109,6 +109,12 @@ pub struct ListenerView {
     pub shaped: u64,
     /// Sources the limit tracks now.
     pub limit_sources: u64,
+    /// `maxconn`, and the clients held at it.
+    pub maxconn: Option<usize>,
+    pub maxconn_waits: u64,
+    /// `conn_per_src`, and the clients it refused.
+    pub conn_per_src: Option<u32>,
+    pub conn_per_src_refused: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -211,6 +217,10 @@ impl Runtime {
                     limited: c.limited,
                     shaped: c.shaped,
                     limit_sources: c.limit_sources,
+                    maxconn: l.policy.maxconn,
+                    maxconn_waits: c.maxconn_waits,
+                    conn_per_src: l.policy.conn_per_src,
+                    conn_per_src_refused: c.over_src,
                 }
             })
             .collect();

@@ -1,6 +1,7 @@
-//! Per-listener connection rate limits (`limit = { … }`): the five
-//! algorithms (`algorithm.rs`) over a bounded per-source table
-//! (`table.rs`).
+//! Per-listener connection limits: the rate limit (`limit = { … }`, the
+//! five algorithms of `algorithm.rs` over the bounded per-source table of
+//! `table.rs`) and the concurrency limits (`maxconn`, `conn_per_src`:
+//! `concurrency.rs`).
 //!
 //! Each shard keeps its own table and enforces its share of the limit:
 //! `rate` and `burst` divided by the number of shards (at least 1 each).
@@ -10,9 +11,11 @@
 //! shards gets less, never more. `size` is split the same way.
 
 pub mod algorithm;
+pub mod concurrency;
 pub mod table;
 
 pub use algorithm::{Algorithm, Decision, Params, Rate};
+pub use concurrency::{ConnGate, SrcSlots};
 pub use table::{key_of, Table};
 
 /// A listener's `limit`, as configured.

@@ -30,6 +30,7 @@
 //! their fds at once (not through the ring), so the next waiting client can
 //! use them in the same turn of the loop.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -49,7 +50,7 @@ use super::Shard;
 use crate::acl::Acl;
 use crate::balance;
 use crate::config::{ForwardMode, HashKey};
-use crate::limit::{key_of, Decision, LimitConfig, Table};
+use crate::limit::{key_of, ConnGate, Decision, LimitConfig, SrcSlots, Table};
 use crate::net::{close_fd, peer_addr, set_reset_on_close};
 
 /// The first back-off after an unexpected accept error.
@@ -62,6 +63,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub enum Pause {
     /// The connection budget is used up.
     Budget,
+    /// The listener is at its `maxconn`.
+    Maxconn,
     /// Out of fds or memory.
     Resources,
     /// Backing off after an accept error.
@@ -102,18 +105,29 @@ pub struct Listener {
     pub proxy_trusted: Option<Arc<Acl>>,
     /// Its `limit`, and this shard's table for it.
     pub limit: Option<(LimitConfig, Table)>,
+    /// Connections open through it and per source, over every shard.
+    pub gate: Arc<ConnGate>,
+    pub maxconn: Option<usize>,
+    pub conn_per_src: Option<u32>,
+    /// Clients accepted while it was at `maxconn` (accepts already on
+    /// their way when it got there), unread until a place frees, oldest
+    /// first.
+    pub held: VecDeque<RawFd>,
 }
 
-/// What becomes of a new client, from its address.
+/// What becomes of a new client, from its address. An admitted or delayed
+/// one carries where `conn_per_src` counted it, for its pair to give back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Admission {
-    Admit,
+    Admit(Option<SrcSlots>),
     /// Denied by the access list.
     Denied,
     /// Refused by the limit.
     Limited,
+    /// Refused by `conn_per_src`.
+    TooMany,
     /// Let through after this many microseconds (leaky bucket).
-    Delay(u64),
+    Delay(u64, Option<SrcSlots>),
 }
 
 impl Listener {
@@ -138,7 +152,16 @@ impl Listener {
             accept_proxy: spec.policy.accept_proxy,
             proxy_trusted: spec.policy.proxy_trusted,
             limit: spec.policy.limit.map(|c| Listener::limit_table(c, shards)),
+            gate: spec.gate,
+            maxconn: spec.policy.maxconn,
+            conn_per_src: spec.policy.conn_per_src,
+            held: VecDeque::new(),
         }
+    }
+
+    /// Whether a new client's address must be checked before it is served.
+    fn checks_clients(&self) -> bool {
+        self.acl.is_some() || self.limit.is_some() || self.conn_per_src.is_some()
     }
 
     /// Serves `policy` from now on (a reload); a limit that stays keeps
@@ -147,6 +170,8 @@ impl Listener {
         self.acl = policy.acl;
         self.accept_proxy = policy.accept_proxy;
         self.proxy_trusted = policy.proxy_trusted;
+        self.maxconn = policy.maxconn;
+        self.conn_per_src = policy.conn_per_src;
         if self.limit.as_ref().map(|(c, _)| c) != policy.limit.as_ref() {
             self.limit = policy.limit.map(|c| Listener::limit_table(c, shards));
         }
@@ -191,18 +216,38 @@ impl Shard {
         {
             return;
         }
-        listener.state = AcceptState::Armed;
         let flags = if self.forward == ForwardMode::SpliceRing {
             libc::SOCK_CLOEXEC
         } else {
             libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK
         };
-        let entry = opcode::AcceptMulti::new(Fd(listener.fd))
-            .flags(flags)
-            .build()
-            .user_data(Tag::new(Op::Accept, l as u32, 0, 0).encode());
-        // SAFETY: no pointers; the listening fd stays open until the shard
-        // ends, after its last completion.
+        let tag = Tag::new(Op::Accept, l as u32, 0, 0).encode();
+        let entry = match listener.maxconn {
+            // At its maxconn: the kernel's backlog holds the next clients
+            // until a place frees (here, or on another shard: the retry).
+            Some(max) if !listener.gate.has_room(max) => {
+                listener.state = AcceptState::Paused(Pause::Maxconn);
+                self.arm_retry(BUDGET_RETRY);
+                return;
+            }
+            // One client per accept, so that no more than one per shard is
+            // accepted past the limit (and held: `hold_at_maxconn`). A
+            // multishot accept would take the whole backlog at once.
+            Some(_) => {
+                opcode::Accept::new(Fd(listener.fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(flags)
+                    .build()
+                    .user_data(tag)
+            }
+            None => opcode::AcceptMulti::new(Fd(listener.fd))
+                .flags(flags)
+                .build()
+                .user_data(tag),
+        };
+        listener.state = AcceptState::Armed;
+        // SAFETY: no pointers (the single-shot accept asks for no address);
+        // the listening fd stays open until the shard ends, after its last
+        // completion.
         unsafe { self.push(&[entry]) };
     }
 
@@ -249,21 +294,8 @@ impl Shard {
         }
         if result >= 0 {
             self.listeners[l].backoff = BACKOFF_MIN;
-            let past_grace = self.stop_deadline.is_some_and(|d| self.now >= d);
-            if past_grace || self.listeners[l].pool == NO_LISTENER_POOL {
-                // Accepted after the stop deadline (completions already on
-                // their way when the accept was cancelled), or on a
-                // listener a reload removed with its pool. One accepted
-                // during the grace period is served like any other: after
-                // a binary upgrade the new process would have served it.
-                set_reset_on_close(result);
-                close_fd(result);
-            } else if self.listeners[l].accept_proxy {
-                self.await_proxy_header(l, result);
-            } else if self.listeners[l].acl.is_some() || self.listeners[l].limit.is_some() {
-                self.admit_checked(l, result);
-            } else {
-                self.take_client(l, result, None);
+            if !self.listeners[l].held.is_empty() || !self.take_place(l, result) {
+                self.hold_at_maxconn(l, result);
             }
         } else {
             let errno = -result;
@@ -307,6 +339,105 @@ impl Shard {
         self.resume_paused_at_budget();
     }
 
+    /// Serves a client just accepted on listener `l` (or held at its
+    /// `maxconn`) if it can have a place under that limit; false leaves
+    /// `fd` untouched.
+    fn take_place(&mut self, l: usize, fd: RawFd) -> bool {
+        let past_grace = self.stop_deadline.is_some_and(|d| self.now >= d);
+        let listener = &self.listeners[l];
+        if past_grace || listener.pool == NO_LISTENER_POOL {
+            // Accepted after the stop deadline (completions already on
+            // their way when the accept was cancelled), or on a listener a
+            // reload removed with its pool. One accepted during the grace
+            // period is served like any other: after a binary upgrade the
+            // new process would have served it.
+            set_reset_on_close(fd);
+            close_fd(fd);
+            return true;
+        }
+        if listener
+            .maxconn
+            .is_some_and(|max| !listener.gate.try_enter(max))
+        {
+            return false;
+        }
+        // From here until a pair holds it (`new_pair`) or the client is
+        // refused (`refuse_fresh`), the client holds a place exactly when
+        // its listener has a maxconn.
+        if listener.accept_proxy {
+            self.await_proxy_header(l, fd);
+        } else if listener.checks_clients() {
+            self.admit_checked(l, fd);
+        } else {
+            self.take_client(l, fd, None, None);
+        }
+        true
+    }
+
+    /// A client accepted past listener `l`'s `maxconn`: it waits unread
+    /// for a place, and the listener stops accepting meanwhile.
+    fn hold_at_maxconn(&mut self, l: usize, fd: RawFd) {
+        let listener = &mut self.listeners[l];
+        listener.held.push_back(fd);
+        listener.counts.maxconn_waits += 1;
+        self.listener_counts_changed = true;
+        if self.log.admit(LogKind::AcceptMaxconn, self.now) {
+            tracing::info!(
+                shard = self.id,
+                listener = %self.listeners[l].name,
+                maxconn = self.listeners[l].maxconn,
+                "listener at its maxconn: accepting paused, new clients wait in the backlog"
+            );
+        }
+        self.arm_log_summary();
+        self.pause_accept(l, Pause::Maxconn);
+        self.arm_retry(BUDGET_RETRY);
+    }
+
+    /// Serves the clients held at listener `l`'s `maxconn` while places
+    /// are free.
+    fn serve_held(&mut self, l: usize) {
+        while let Some(fd) = self.listeners[l].held.pop_front() {
+            if !self.take_place(l, fd) {
+                self.listeners[l].held.push_front(fd);
+                self.arm_retry(BUDGET_RETRY);
+                return;
+            }
+        }
+    }
+
+    /// Resets a client of listener `l` that was never given a pair (denied,
+    /// refused, or gone), giving back its place under `maxconn`.
+    pub(super) fn refuse_fresh(&mut self, l: usize, fd: RawFd) {
+        set_reset_on_close(fd);
+        close_fd(fd);
+        if self.listeners[l].maxconn.is_some() {
+            self.listeners[l].gate.leave();
+        }
+    }
+
+    /// Gives back what a pair holds of its listener's concurrency limits.
+    pub(super) fn leave_listener(&mut self, slot: usize) {
+        let p = &mut self.pairs[slot];
+        let gate = &self.listeners[p.listener as usize].gate;
+        if std::mem::take(&mut p.listener_place) {
+            gate.leave();
+        }
+        if let Some(slots) = p.src_slots.take() {
+            gate.leave_src(slots);
+        }
+    }
+
+    /// Resets the clients held at `maxconn` (the shard is stopping).
+    pub(super) fn drop_held(&mut self) {
+        for l in &mut self.listeners {
+            for fd in l.held.drain(..) {
+                set_reset_on_close(fd);
+                close_fd(fd);
+            }
+        }
+    }
+
     /// Pauses listener `l` for `why` and resumes it after `after`.
     fn pause_for(&mut self, l: usize, why: Pause, after: Duration) {
         self.pause_accept(l, why);
@@ -322,14 +453,26 @@ impl Shard {
         self.resume_paused_at_budget();
     }
 
-    /// Listeners paused at the budget accept again once it has room and no
-    /// client of this shard waits for it.
+    /// Clients held at a listener's `maxconn` are served while places are
+    /// free; then listeners paused at the budget (or at their `maxconn`)
+    /// accept again once it has room and no client of this shard waits for
+    /// it.
     pub(super) fn resume_paused_at_budget(&mut self) {
+        for l in 0..self.listeners.len() {
+            if !self.listeners[l].held.is_empty() {
+                self.serve_held(l);
+            }
+        }
         self.prune_waiting();
         if !self.waiting.is_empty() {
             return;
         }
         for l in 0..self.listeners.len() {
+            let listener = &mut self.listeners[l];
+            if listener.state == AcceptState::Paused(Pause::Maxconn) && listener.held.is_empty() {
+                // `arm_accept` looks at its maxconn again.
+                listener.state = AcceptState::Paused(Pause::Budget);
+            }
             if self.listeners[l].state == AcceptState::Paused(Pause::Budget) {
                 if self.budget_has_room() {
                     self.arm_accept(l);
@@ -389,20 +532,19 @@ impl Shard {
     fn admit_checked(&mut self, l: usize, fd: RawFd) {
         let Some(addr) = peer_addr(fd) else {
             // Gone already (its address cannot be read): nothing to serve.
-            set_reset_on_close(fd);
-            close_fd(fd);
+            self.refuse_fresh(l, fd);
             return;
         };
         match self.admission(l, addr.ip()) {
-            Admission::Admit => self.take_client(l, fd, Some(addr)),
-            Admission::Delay(us) => {
+            Admission::Admit(src) => self.take_client(l, fd, Some(addr), src),
+            Admission::Delay(us, src) => {
                 let slot = self.new_pair(l, fd);
                 self.pairs[slot].client_addr = Some(addr);
+                self.pairs[slot].src_slots = src;
                 self.shape(slot, us);
             }
-            Admission::Denied | Admission::Limited => {
-                set_reset_on_close(fd);
-                close_fd(fd);
+            Admission::Denied | Admission::Limited | Admission::TooMany => {
+                self.refuse_fresh(l, fd);
             }
         }
     }
@@ -416,23 +558,36 @@ impl Shard {
             // Its table may have grown (`limit_sources`).
             self.listener_counts_changed = true;
         }
+        let key = key_of(ip);
         let verdict = if listener.acl.as_ref().is_some_and(|acl| !acl.allows(ip)) {
             listener.counts.denied += 1;
             Admission::Denied
         } else {
-            match listener
-                .limit
-                .as_mut()
-                .map(|(_, t)| t.arrive(key_of(ip), now_us))
-            {
-                None | Some(Decision::Admit) => return Admission::Admit,
-                Some(Decision::Refuse) => {
-                    listener.counts.limited += 1;
-                    Admission::Limited
-                }
-                Some(Decision::Delay(us)) => {
-                    listener.counts.shaped += 1;
-                    Admission::Delay(us)
+            let decision = listener.limit.as_mut().map(|(_, t)| t.arrive(key, now_us));
+            if decision == Some(Decision::Refuse) {
+                listener.counts.limited += 1;
+                Admission::Limited
+            } else {
+                // Counted once the rate allows it (a refusal here has
+                // still used its arrival: it was an attempt).
+                let src = match listener.conn_per_src {
+                    None => None,
+                    Some(max) => match listener.gate.try_enter_src(key, max) {
+                        Some(slots) => Some(slots),
+                        None => {
+                            listener.counts.over_src += 1;
+                            self.listener_counts_changed = true;
+                            return Admission::TooMany;
+                        }
+                    },
+                };
+                match decision {
+                    None | Some(Decision::Admit) => return Admission::Admit(src),
+                    Some(Decision::Delay(us)) => {
+                        listener.counts.shaped += 1;
+                        Admission::Delay(us, src)
+                    }
+                    Some(Decision::Refuse) => unreachable!("handled above"),
                 }
             }
         };
@@ -479,9 +634,17 @@ impl Shard {
 
     /// Gives a new client a slot, and a server if the budget allows.
     /// `addr`: its address, when already read.
-    fn take_client(&mut self, l: usize, fd: RawFd, addr: Option<SocketAddr>) {
+    /// `src`: where `conn_per_src` counted it.
+    fn take_client(
+        &mut self,
+        l: usize,
+        fd: RawFd,
+        addr: Option<SocketAddr>,
+        src: Option<SrcSlots>,
+    ) {
         let slot = self.new_pair(l, fd);
         self.pairs[slot].client_addr = addr;
+        self.pairs[slot].src_slots = src;
         self.arm_idle(slot, self.now + self.timeouts.client_idle);
         self.start_pair(slot);
     }
@@ -498,6 +661,7 @@ impl Shard {
         p.state = PairState::Waiting;
         p.client = fd;
         p.listener = l as u32;
+        p.listener_place = self.listeners[l].maxconn.is_some();
         p.epoch = self.epoch;
         p.pool = self.listeners[l].pool as u32;
         self.listeners[l].counts.accepted += 1;

@@ -150,6 +150,7 @@ impl Shard {
             unsafe { self.push(&[entry]) };
         }
         self.release_server(slot);
+        self.leave_listener(slot);
         let p = &mut self.pairs[slot];
         if p.budgeted {
             p.budgeted = false;

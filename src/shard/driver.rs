@@ -289,9 +289,9 @@ impl Shard {
                 }
             }
             self.release_server(slot);
+            self.leave_listener(slot);
             let l = self.pairs[slot].listener as usize;
             self.listeners[l].counts.active -= 1;
-            self.listener_counts_changed = true;
             self.listener_counts_changed = true;
             self.pairs[slot].state = PairState::Free;
             self.counters.active -= 1;
@@ -339,6 +339,7 @@ impl Shard {
     }
 
     fn close_listeners(&mut self) {
+        self.drop_held();
         for l in &mut self.listeners {
             close_fd(l.fd);
             l.fd = -1;

@@ -40,9 +40,11 @@ pub enum LogKind {
     LastServerKept,
     /// A malformed PROXY header, or one from an untrusted peer.
     ProxyHeader,
+    /// Accepting paused: a listener is at its `maxconn`.
+    AcceptMaxconn,
 }
 
-const KINDS: usize = 11;
+const KINDS: usize = 12;
 
 impl LogKind {
     fn index(self) -> usize {
@@ -61,6 +63,7 @@ impl LogKind {
         LogKind::QueueTimeout,
         LogKind::LastServerKept,
         LogKind::ProxyHeader,
+        LogKind::AcceptMaxconn,
     ];
 
     /// What the summary line calls these events.
@@ -68,6 +71,7 @@ impl LogKind {
         match self {
             LogKind::AcceptBudget => "accept pauses at the connection budget",
             LogKind::AcceptResources => "accept pauses for lack of fds or memory",
+            LogKind::AcceptMaxconn => "clients held at a listener's maxconn",
             LogKind::AcceptError => "accept errors",
             LogKind::SocketResources => "server sockets delayed for lack of fds",
             LogKind::SocketError => "server sockets that could not be created",

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::direction::Dir;
 use crate::access_log::{Cause, Phase};
 use crate::config::Timeouts;
+use crate::limit::SrcSlots;
 use crate::timer_wheel::TimerKey;
 
 /// Client → server.
@@ -88,6 +89,10 @@ pub struct Pair {
     pub key: u64,
     /// The pair holds a unit of the process's connection budget.
     pub budgeted: bool,
+    /// The pair holds a place under its listener's `maxconn`.
+    pub listener_place: bool,
+    /// Where its listener's `conn_per_src` counted it.
+    pub src_slots: Option<SrcSlots>,
     /// Submissions whose completion has not arrived yet.
     pub inflight: u32,
     pub dirs: [Dir; 2],
@@ -148,6 +153,8 @@ impl Pair {
             attempts: 0,
             key: 0,
             budgeted: false,
+            listener_place: false,
+            src_slots: None,
             inflight: 0,
             dirs: [Dir::new(), Dir::new()],
             client_seen: now,

@@ -32,7 +32,7 @@ use super::token::{Op, Tag};
 use super::Shard;
 use crate::access_log::Cause;
 use crate::config::SendProxy;
-use crate::net::{close_fd, local_addr, peer_addr, set_reset_on_close};
+use crate::net::{local_addr, peer_addr};
 use crate::proxy_protocol::{self, Header, Parsed, V2_MAX};
 
 /// `recv(2)` into `buf` without waiting; `flags` adds `MSG_PEEK`.
@@ -81,8 +81,7 @@ impl Shard {
                     );
                 }
                 self.arm_log_summary();
-                set_reset_on_close(fd);
-                close_fd(fd);
+                self.refuse_fresh(l, fd);
                 return;
             }
         }
@@ -198,9 +197,17 @@ impl Shard {
             self.timers.cancel(key);
         }
         match self.admission(l, addr.ip()) {
-            Admission::Admit => self.release_shaped(slot),
-            Admission::Delay(us) => self.shape(slot, us),
-            Admission::Denied | Admission::Limited => self.abort(slot, Cause::Proxy),
+            Admission::Admit(src) => {
+                self.pairs[slot].src_slots = src;
+                self.release_shaped(slot);
+            }
+            Admission::Delay(us, src) => {
+                self.pairs[slot].src_slots = src;
+                self.shape(slot, us);
+            }
+            Admission::Denied | Admission::Limited | Admission::TooMany => {
+                self.abort(slot, Cause::Proxy)
+            }
         }
     }
 

@@ -103,7 +103,7 @@ counters! {
 /// full or timed out).
 #[derive(Debug)]
 pub struct ListenerStats {
-    shards: Box<[CachePadded<[AtomicU64; 8]>]>,
+    shards: Box<[CachePadded<[AtomicU64; 10]>]>,
 }
 
 /// A listener's counters summed over the shards.
@@ -124,6 +124,11 @@ pub struct ListenerCounts {
     pub shaped: u64,
     /// Sources the limit's tables hold now (at most its `size`).
     pub limit_sources: u64,
+    /// Clients refused for having `conn_per_src` connections open already.
+    pub over_src: u64,
+    /// Clients accepted while the listener was at its `maxconn`, held
+    /// unread until a place freed (accepting paused meanwhile).
+    pub maxconn_waits: u64,
 }
 
 impl ListenerStats {
@@ -143,6 +148,8 @@ impl ListenerStats {
         f[5].store(c.limited, Ordering::Relaxed);
         f[6].store(c.shaped, Ordering::Relaxed);
         f[7].store(c.limit_sources, Ordering::Relaxed);
+        f[8].store(c.over_src, Ordering::Relaxed);
+        f[9].store(c.maxconn_waits, Ordering::Relaxed);
     }
 
     pub fn read(&self) -> ListenerCounts {
@@ -156,6 +163,8 @@ impl ListenerStats {
             c.limited += f[5].load(Ordering::Relaxed);
             c.shaped += f[6].load(Ordering::Relaxed);
             c.limit_sources += f[7].load(Ordering::Relaxed);
+            c.over_src += f[8].load(Ordering::Relaxed);
+            c.maxconn_waits += f[9].load(Ordering::Relaxed);
         }
         c
     }

@@ -36,7 +36,7 @@ use crate::access_log::Cause;
 use crate::acl::Acl;
 use crate::balance;
 use crate::config::{ListenerConfig, Timeouts};
-use crate::limit::LimitConfig;
+use crate::limit::{ConnGate, LimitConfig};
 use crate::net::close_fd;
 use crate::pool::Pools;
 
@@ -72,6 +72,8 @@ pub struct ListenerSpec {
     /// have yet.
     pub fd: Option<RawFd>,
     pub stats: Arc<ListenerStats>,
+    /// Its connections open, counted over every shard.
+    pub gate: Arc<ConnGate>,
     /// What it checks of its clients.
     pub policy: ListenerPolicy,
 }
@@ -88,6 +90,9 @@ pub struct ListenerPolicy {
     pub proxy_trusted: Option<Arc<Acl>>,
     /// New connections per source, limited.
     pub limit: Option<LimitConfig>,
+    /// Connections open at once through it, and per source.
+    pub maxconn: Option<usize>,
+    pub conn_per_src: Option<u32>,
 }
 
 impl ListenerPolicy {
@@ -98,6 +103,8 @@ impl ListenerPolicy {
             proxy_trusted: (!l.proxy_trusted.is_empty())
                 .then(|| Arc::new(Acl::new(&l.proxy_trusted, &[]))),
             limit: l.limit.clone(),
+            maxconn: l.maxconn,
+            conn_per_src: l.conn_per_src,
         }
     }
 }
