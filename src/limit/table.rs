@@ -28,40 +28,34 @@ pub fn key_of(ip: IpAddr) -> Key {
     }
 }
 
-struct Slot {
+struct Slot<S> {
     key: Key,
-    state: State,
+    state: S,
     used: bool,
 }
 
-/// One shard's table for one limit.
-pub struct Table {
-    params: Params,
+/// At most `size` keys with a state each, evicted by the CLOCK hand.
+pub struct Clock<S> {
     size: usize,
     /// Keyed with a random seed per table (SipHash): an attacker who
     /// chooses its source addresses cannot make them collide.
     map: HashMap<Key, u32, RandomState>,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<S>>,
     hand: usize,
     /// Keys forgotten to make room.
     pub evictions: u64,
 }
 
-impl Table {
-    pub fn new(params: Params, size: usize) -> Table {
+impl<S> Clock<S> {
+    pub fn new(size: usize) -> Clock<S> {
         let size = size.max(1);
-        Table {
-            params,
+        Clock {
             size,
             map: HashMap::with_capacity_and_hasher(size.min(1 << 16), RandomState::new()),
             slots: Vec::new(),
             hand: 0,
             evictions: 0,
         }
-    }
-
-    pub fn params(&self) -> &Params {
-        &self.params
     }
 
     /// Keys held now (never more than the size).
@@ -73,8 +67,9 @@ impl Table {
         self.slots.is_empty()
     }
 
-    /// Decides on an arrival of `key` at `now_us`.
-    pub fn arrive(&mut self, key: Key, now_us: u64) -> Decision {
+    /// The state of `key`, made by `init` if the key is new (taking the
+    /// place of one the hand finds unused when the table is full).
+    pub fn get_or_insert_with(&mut self, key: Key, init: impl FnOnce() -> S) -> &mut S {
         let i = match self.map.get(&key) {
             Some(&i) => {
                 // Only a key seen again is protected from the hand: a flood
@@ -82,13 +77,18 @@ impl Table {
                 self.slots[i as usize].used = true;
                 i as usize
             }
-            None => self.insert(key, now_us),
+            None => self.insert(key, init()),
         };
-        self.slots[i].state.arrive(&self.params, now_us)
+        &mut self.slots[i].state
     }
 
-    fn insert(&mut self, key: Key, now_us: u64) -> usize {
-        let state = State::new(&self.params, now_us);
+    /// The state of `key`, if held (not marked as seen again).
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut S> {
+        let i = *self.map.get(&key)?;
+        Some(&mut self.slots[i as usize].state)
+    }
+
+    fn insert(&mut self, key: Key, state: S) -> usize {
         if self.slots.len() < self.size {
             self.slots.push(Slot {
                 key,
@@ -121,6 +121,42 @@ impl Table {
     }
 }
 
+/// One shard's table for one limit.
+pub struct Table {
+    params: Params,
+    clock: Clock<State>,
+}
+
+impl Table {
+    pub fn new(params: Params, size: usize) -> Table {
+        Table {
+            params,
+            clock: Clock::new(size),
+        }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Keys held now (never more than the size).
+    pub fn len(&self) -> usize {
+        self.clock.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clock.is_empty()
+    }
+
+    /// Decides on an arrival of `key` at `now_us`.
+    pub fn arrive(&mut self, key: Key, now_us: u64) -> Decision {
+        let params = &self.params;
+        self.clock
+            .get_or_insert_with(key, || State::new(params, now_us))
+            .arrive(params, now_us)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,8 +185,8 @@ mod tests {
             assert!(t.len() <= 1000);
         }
         assert_eq!(t.len(), 1000);
-        assert_eq!(t.map.len(), 1000);
-        assert_eq!(t.evictions, 99_000);
+        assert_eq!(t.clock.map.len(), 1000);
+        assert_eq!(t.clock.evictions, 99_000);
     }
 
     #[test]
