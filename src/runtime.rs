@@ -18,6 +18,8 @@ use crate::access_log::{AccessLog, AccessLogError, WriterStats};
 use crate::budget::{self, BudgetError, ConnBudget, FdPlan};
 use crate::config::{Config, ListenerConfig};
 use crate::health::{Checker, CheckerError};
+use crate::limit::shared::LeaseQueues;
+use crate::limit::store::LimitStore;
 use crate::limit::ConnGate;
 use crate::net::{bind_reuseport_group, close_fd, dup_fd, listening_tcp_addr};
 use crate::pool::Pools;
@@ -231,6 +233,8 @@ pub struct Runtime {
     pub(crate) checker: Option<Checker>,
     /// The access log's writer, when `[log] access` is set.
     access_log: Option<AccessLog>,
+    /// The store client of shared limits (idle without one).
+    limit_store: LimitStore,
 }
 
 impl Runtime {
@@ -311,6 +315,12 @@ impl Runtime {
             None => None,
         };
         let cpus = pick_cpus(&config.runtime.cpus, shards);
+        let limit_store = LimitStore::start().map_err(|e| {
+            close_all(&per_shard);
+            StartError::Thread(e)
+        })?;
+        let store_waker = limit_store.waker();
+        let mut lease_queues = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = mpsc::channel();
         // Built up as shards start, so that an error stops those already
         // running (Drop) and closes the listening fds not yet handed over.
@@ -329,6 +339,7 @@ impl Runtime {
             stopping: false,
             checker: None,
             access_log,
+            limit_store,
         };
         let mut per_shard = per_shard.into_iter();
         for (id, cpu) in cpus.into_iter().enumerate() {
@@ -342,6 +353,8 @@ impl Runtime {
                 return Err(StartError::EventFd(err));
             }
             let commands = Arc::new(ArrayQueue::new(64));
+            let queues = Arc::new(LeaseQueues::new(wake));
+            lease_queues.push(queues.clone());
             let stats = Arc::new(ShardStats::default());
             let spec = ShardSpec {
                 id,
@@ -360,6 +373,8 @@ impl Runtime {
                 stats: stats.clone(),
                 mesh: mesh.clone(),
                 access_log: runtime.access_log.as_ref().map(|a| a.queue(id)),
+                lease_queues: queues.clone(),
+                store_waker: store_waker.clone(),
             };
             runtime.links.push(ShardLink {
                 commands,
@@ -395,6 +410,7 @@ impl Runtime {
             runtime.threads.push(thread);
         }
         drop(ready_tx);
+        runtime.limit_store.serve(lease_queues);
         let mut ring_flags = RingFlags::Plain;
         for id in 0..shards {
             match ready_rx.recv() {
@@ -539,6 +555,8 @@ impl Runtime {
         if let Some(a) = self.access_log.as_mut() {
             a.stop();
         }
+        // Before the eventfds it rings close.
+        self.limit_store.stop();
         for link in &mut self.links {
             if link.wake >= 0 {
                 close_fd(link.wake);

@@ -38,6 +38,7 @@ fn start(echo: &Backend, algorithm: Algorithm, rate: &str, burst: u32) -> Runtim
         rate: Rate::parse(rate).unwrap(),
         burst,
         size: 1000,
+        store: None,
     });
     Runtime::start(&cfg).unwrap()
 }
@@ -120,6 +121,7 @@ fn a_flood_of_sources_stays_within_the_size() {
         rate: Rate::parse("1/m").unwrap(),
         burst: 1,
         size: 100,
+        store: None,
     });
     let rt = Runtime::start(&cfg).unwrap();
     let addr = rt.listener_addr("test").unwrap();

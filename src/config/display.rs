@@ -92,6 +92,16 @@ impl fmt::Display for Config {
                     lim.burst,
                     lim.size
                 )?;
+                if let Some(store) = &lim.store {
+                    writeln!(
+                        f,
+                        "    shared through {} (scope {}, on_store_error {}, store_timeout {:?})",
+                        crate::limit::store::redact(&store.url),
+                        store.scope,
+                        store.on_error.as_str(),
+                        store.timeout
+                    )?;
+                }
             }
             if let Some(m) = l.maxconn {
                 writeln!(f, "  maxconn {m} (accepting pauses at it)")?;

@@ -135,6 +135,10 @@ pub(crate) struct RawLimit {
     pub rate: Option<Item<String>>,
     pub burst: Option<Item<i64>>,
     pub size: Option<Item<i64>>,
+    pub store: Option<Item<String>>,
+    pub scope: Option<Item<String>>,
+    pub on_store_error: Option<Item<String>>,
+    pub store_timeout: Option<Item<String>>,
 }
 
 #[derive(Debug)]
@@ -753,7 +757,17 @@ impl Reader<'_> {
     }
 
     fn limit(&mut self, path: &str, at: Origin, t: &DeTable<'_>) -> RawLimit {
-        const KNOWN: &[&str] = &["key", "algorithm", "rate", "burst", "size"];
+        const KNOWN: &[&str] = &[
+            "key",
+            "algorithm",
+            "rate",
+            "burst",
+            "size",
+            "store",
+            "scope",
+            "on_store_error",
+            "store_timeout",
+        ];
         let mut l = RawLimit {
             at,
             key: None,
@@ -761,6 +775,10 @@ impl Reader<'_> {
             rate: None,
             burst: None,
             size: None,
+            store: None,
+            scope: None,
+            on_store_error: None,
+            store_timeout: None,
         };
         for (name, key, v) in self.fields(path, t, KNOWN) {
             match name {
@@ -771,6 +789,10 @@ impl Reader<'_> {
                     match name {
                         "key" => l.key = s,
                         "algorithm" => l.algorithm = s,
+                        "store" => l.store = s,
+                        "scope" => l.scope = s,
+                        "on_store_error" => l.on_store_error = s,
+                        "store_timeout" => l.store_timeout = s,
                         _ => l.rate = s,
                     }
                 }

@@ -18,7 +18,7 @@ use super::{
     ListenerConfig, OutlierConfig, PoolConfig, Prefix, RuntimeConfig, SendProxy, ServerConfig,
     StickConfig, Timeouts, DEFAULT_ACCESS_QUEUE, MAX_MAXCONN, MAX_WEIGHT,
 };
-use crate::limit::{Algorithm, Rate};
+use crate::limit::{Algorithm, OnStoreError, Rate, StoreConfig};
 
 /// The largest Maglev table (a prime below 2^24).
 pub const MAX_TABLE_SIZE: u32 = 16_777_213;
@@ -842,7 +842,98 @@ impl Validator<'_> {
         servers
     }
 
-    fn limit(&mut self, raw: &RawLimit, key: &str) -> Option<LimitConfig> {
+    /// The store part of a `limit`; `listener`: the default scope.
+    fn limit_store(&mut self, raw: &RawLimit, key: &str, listener: &str) -> Option<StoreConfig> {
+        let Some(url) = &raw.store else {
+            for (item, name) in [
+                (&raw.scope, "scope"),
+                (&raw.on_store_error, "on_store_error"),
+                (&raw.store_timeout, "store_timeout"),
+            ] {
+                if let Some(i) = item {
+                    self.err(
+                        &i.at,
+                        &format!("{key}.{name}"),
+                        "applies only with store = \"redis://…\"",
+                    );
+                }
+            }
+            return None;
+        };
+        let mut ok = true;
+        if !url.value.starts_with("redis://") && !url.value.starts_with("redis+unix://") {
+            self.err(
+                &url.at,
+                &format!("{key}.store"),
+                format!(
+                    "`{}` is not a Redis URL (expected redis://host:port/db or redis+unix:///path)",
+                    url.value
+                ),
+            );
+            ok = false;
+        } else if let Err(e) = redis::Client::open(url.value.as_str()) {
+            self.err(
+                &url.at,
+                &format!("{key}.store"),
+                format!("`{}`: {e}", crate::limit::store::redact(&url.value)),
+            );
+            ok = false;
+        }
+        let scope = match &raw.scope {
+            None => listener.to_string(),
+            Some(s) => {
+                let good = !s.value.is_empty()
+                    && s.value.len() <= 64
+                    && s.value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if !good {
+                    self.err(
+                        &s.at,
+                        &format!("{key}.scope"),
+                        "must be 1 to 64 letters, digits, `-`, `_` or `.`",
+                    );
+                    ok = false;
+                }
+                s.value.clone()
+            }
+        };
+        let on_error = match &raw.on_store_error {
+            None => OnStoreError::Allow,
+            Some(o) => OnStoreError::parse(&o.value).unwrap_or_else(|| {
+                self.err(
+                    &o.at,
+                    &format!("{key}.on_store_error"),
+                    format!("unknown `{}` (expected allow or deny)", o.value),
+                );
+                ok = false;
+                OnStoreError::Allow
+            }),
+        };
+        let timeout = self.duration(
+            &raw.store_timeout,
+            &format!("{key}.store_timeout"),
+            Duration::from_millis(50),
+        );
+        if timeout > Duration::from_secs(5) {
+            if let Some(t) = &raw.store_timeout {
+                self.err(
+                    &t.at,
+                    &format!("{key}.store_timeout"),
+                    "at most 5s: clients wait this long for an answer",
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| StoreConfig {
+            url: url.value.clone(),
+            scope,
+            on_error,
+            timeout,
+        })
+    }
+
+    fn limit(&mut self, raw: &RawLimit, key: &str, listener: &str) -> Option<LimitConfig> {
         if let Some(k) = &raw.key {
             if k.value != "src" {
                 self.err(
@@ -946,11 +1037,16 @@ impl Validator<'_> {
                 "sliding_log keeps a timestamp per admitted connection per source: at most 100000 per window",
             );
         }
+        let store = self.limit_store(raw, key, listener);
+        if raw.store.is_some() && store.is_none() {
+            return None;
+        }
         Some(LimitConfig {
             algorithm,
             rate,
             burst: burst.unwrap_or(rate.limit),
             size,
+            store,
         })
     }
 
@@ -1044,10 +1140,10 @@ impl Validator<'_> {
             }
             let allow = self.prefixes(&l.allow);
             let deny = self.prefixes(&l.deny);
-            let limit = l
-                .limit
-                .as_ref()
-                .and_then(|raw| self.limit(raw, &format!("listener[{i}].limit")));
+            let limit = l.limit.as_ref().and_then(|raw| {
+                let name = l.name.as_ref().map_or("", |n| n.value.as_str());
+                self.limit(raw, &format!("listener[{i}].limit"), name)
+            });
             let maxconn = l.maxconn.as_ref().and_then(|m| {
                 integer_in(m, |n: &usize| (1..=10_000_000).contains(n)).or_else(|| {
                     self.err(

@@ -156,6 +156,12 @@ impl Collector for Scrape {
             "Clients refused for having conn_per_src connections open already.",
             with(|l| l.conn_per_src.is_some(), |l| l.conn_per_src_refused),
         )?;
+        counters(
+            enc,
+            "ringlb_listener_store_fallbacks",
+            "Clients on_store_error decided for: the shared limit's store was down, failing or late.",
+            with(|l| l.limit_store.is_some(), |l| l.store_fallbacks),
+        )?;
         gauges(
             enc,
             "ringlb_listener_limit_sources",

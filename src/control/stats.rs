@@ -115,6 +115,10 @@ pub struct ListenerView {
     /// `conn_per_src`, and the clients it refused.
     pub conn_per_src: Option<u32>,
     pub conn_per_src_refused: u64,
+    /// The store a shared limit uses (its password left out), and the
+    /// clients `on_store_error` decided for.
+    pub limit_store: Option<String>,
+    pub store_fallbacks: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -221,6 +225,13 @@ impl Runtime {
                     maxconn_waits: c.maxconn_waits,
                     conn_per_src: l.policy.conn_per_src,
                     conn_per_src_refused: c.over_src,
+                    limit_store: l
+                        .policy
+                        .limit
+                        .as_ref()
+                        .and_then(|c| c.store.as_ref())
+                        .map(|s| crate::limit::store::redact(&s.url)),
+                    store_fallbacks: c.store_fallbacks,
                 }
             })
             .collect();

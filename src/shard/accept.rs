@@ -50,7 +50,8 @@ use super::Shard;
 use crate::acl::Acl;
 use crate::balance;
 use crate::config::{ForwardMode, HashKey};
-use crate::limit::{key_of, ConnGate, Decision, LimitConfig, SrcSlots, Table};
+use crate::limit::table::Key;
+use crate::limit::{key_of, ConnGate, Decision, LimitConfig, Limiter, SrcSlots, Verdict};
 use crate::net::{close_fd, peer_addr, set_reset_on_close};
 
 /// The first back-off after an unexpected accept error.
@@ -103,8 +104,8 @@ pub struct Listener {
     pub accept_proxy: bool,
     /// Who may send one; `None`: any peer.
     pub proxy_trusted: Option<Arc<Acl>>,
-    /// Its `limit`, and this shard's table for it.
-    pub limit: Option<(LimitConfig, Table)>,
+    /// Its `limit`, and this shard's state for it.
+    pub limit: Option<(LimitConfig, Limiter)>,
     /// Connections open through it and per source, over every shard.
     pub gate: Arc<ConnGate>,
     pub maxconn: Option<usize>,
@@ -128,13 +129,15 @@ pub(super) enum Admission {
     TooMany,
     /// Let through after this many microseconds (leaky bucket).
     Delay(u64, Option<SrcSlots>),
+    /// Held until a shared limit's store answers for its source.
+    Wait(Key, Option<SrcSlots>),
 }
 
 impl Listener {
-    /// This shard's table for `config`, one of `shards`.
-    pub fn limit_table(config: LimitConfig, shards: usize) -> (LimitConfig, Table) {
-        let (params, size) = config.per_shard(shards);
-        (config, Table::new(params, size))
+    /// This shard's state for `config`, one of `shards`.
+    pub fn limit_table(config: LimitConfig, shards: usize) -> (LimitConfig, Limiter) {
+        let limiter = Limiter::for_shard(&config, shards);
+        (config, limiter)
     }
 
     pub fn new(spec: ListenerSpec, shards: usize) -> Listener {
@@ -543,6 +546,12 @@ impl Shard {
                 self.pairs[slot].src_slots = src;
                 self.shape(slot, us);
             }
+            Admission::Wait(key, src) => {
+                let slot = self.new_pair(l, fd);
+                self.pairs[slot].client_addr = Some(addr);
+                self.pairs[slot].src_slots = src;
+                self.await_lease(slot, key);
+            }
             Admission::Denied | Admission::Limited | Admission::TooMany => {
                 self.refuse_fresh(l, fd);
             }
@@ -559,40 +568,66 @@ impl Shard {
             self.listener_counts_changed = true;
         }
         let key = key_of(ip);
-        let verdict = if listener.acl.as_ref().is_some_and(|acl| !acl.allows(ip)) {
+        if listener.acl.as_ref().is_some_and(|acl| !acl.allows(ip)) {
             listener.counts.denied += 1;
-            Admission::Denied
-        } else {
-            let decision = listener.limit.as_mut().map(|(_, t)| t.arrive(key, now_us));
-            if decision == Some(Decision::Refuse) {
-                listener.counts.limited += 1;
-                Admission::Limited
-            } else {
-                // Counted once the rate allows it (a refusal here has
-                // still used its arrival: it was an attempt).
-                let src = match listener.conn_per_src {
-                    None => None,
-                    Some(max) => match listener.gate.try_enter_src(key, max) {
-                        Some(slots) => Some(slots),
-                        None => {
-                            listener.counts.over_src += 1;
-                            self.listener_counts_changed = true;
-                            return Admission::TooMany;
-                        }
-                    },
-                };
-                match decision {
-                    None | Some(Decision::Admit) => return Admission::Admit(src),
-                    Some(Decision::Delay(us)) => {
-                        listener.counts.shaped += 1;
-                        Admission::Delay(us, src)
-                    }
-                    Some(Decision::Refuse) => unreachable!("handled above"),
-                }
+            self.listener_counts_changed = true;
+            return Admission::Denied;
+        }
+        let mut ask = None;
+        let verdict = match listener.limit.as_mut().map(|(_, lim)| lim) {
+            None => Verdict::Admit,
+            Some(Limiter::Local(t)) => match t.arrive(key, now_us) {
+                Decision::Admit => Verdict::Admit,
+                Decision::Delay(us) => Verdict::Delay(us),
+                Decision::Refuse => Verdict::Refuse,
+            },
+            Some(Limiter::Shared(leases)) => {
+                let (verdict, want) = leases.arrive(key, now_us);
+                ask = want;
+                verdict
             }
         };
-        self.listener_counts_changed = true;
-        verdict
+        if let Some(want) = ask {
+            self.ask_lease(l, key, want);
+        }
+        let listener = &mut self.listeners[l];
+        match verdict {
+            Verdict::Refuse => {
+                listener.counts.limited += 1;
+                self.listener_counts_changed = true;
+                return Admission::Limited;
+            }
+            Verdict::Fallback(admit) => {
+                listener.counts.store_fallbacks += 1;
+                self.listener_counts_changed = true;
+                if !admit {
+                    return Admission::Limited;
+                }
+            }
+            Verdict::Admit | Verdict::Delay(_) | Verdict::Wait => {}
+        }
+        // Counted once the rate allows it (a refusal here has still used
+        // its arrival: it was an attempt).
+        let src = match listener.conn_per_src {
+            None => None,
+            Some(max) => match listener.gate.try_enter_src(key, max) {
+                Some(slots) => Some(slots),
+                None => {
+                    listener.counts.over_src += 1;
+                    self.listener_counts_changed = true;
+                    return Admission::TooMany;
+                }
+            },
+        };
+        match verdict {
+            Verdict::Delay(us) => {
+                listener.counts.shaped += 1;
+                self.listener_counts_changed = true;
+                Admission::Delay(us, src)
+            }
+            Verdict::Wait => Admission::Wait(key, src),
+            _ => Admission::Admit(src),
+        }
     }
 
     /// Holds the client of `slot` for `us` microseconds (leaky bucket):

@@ -151,6 +151,7 @@ impl Shard {
         }
         self.release_server(slot);
         self.leave_listener(slot);
+        self.forget_lease_wait(slot);
         let p = &mut self.pairs[slot];
         if p.budgeted {
             p.budgeted = false;

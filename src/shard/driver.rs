@@ -184,6 +184,7 @@ impl Shard {
     #[cold]
     fn on_command(&mut self) {
         self.arm_commands();
+        self.on_lease_replies();
         while let Some(cmd) = self.commands.pop() {
             match cmd {
                 Command::Swap(swap) => self.swap(*swap),

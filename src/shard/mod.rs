@@ -6,6 +6,7 @@
 //!
 //! - `driver.rs`: the loop, dispatching completions, stopping, failing.
 //! - `accept.rs`: listeners, the budget, clients waiting for it.
+//! - `shared_limit.rs`: clients waiting for a shared limit's store.
 //! - `timers.rs`: everything the shard schedules, on one wheel.
 //! - `pair.rs` / `direction.rs`: a pair's state and each direction's
 //!   state machine; `connect.rs`, `forward.rs`, `close.rs` drive them.
@@ -29,13 +30,14 @@ mod pair;
 mod pipes;
 mod proxy_header;
 mod queue;
+mod shared_limit;
 mod slab;
 mod stats;
 mod swap;
 mod timers;
 mod token;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +51,7 @@ use crate::access_log::AccessQueue;
 use crate::balance::{self, Balancer};
 use crate::budget::ConnBudget;
 use crate::config::{ForwardMode, Timeouts};
+use crate::limit::shared::LeaseQueues;
 use crate::net::close_fd;
 use crate::pool::Pools;
 use crate::timer_wheel::{TimerKey, TimerWheel};
@@ -127,6 +130,10 @@ pub struct ShardSpec {
     pub mesh: Arc<Mesh>,
     /// Where to put access log records, when the log is on.
     pub access_log: Option<AccessQueue>,
+    /// Its queues to the shared limits' store client, and that client's
+    /// thread (to unpark).
+    pub lease_queues: Arc<LeaseQueues>,
+    pub store_waker: Option<std::thread::Thread>,
 }
 
 /// Why a shard could not be set up.
@@ -165,6 +172,11 @@ pub struct Shard {
     listener_counts_changed: bool,
     /// Pairs waiting for the budget or an fd, oldest first: (slot, generation).
     waiting: VecDeque<(u32, u32)>,
+    lease_queues: Arc<LeaseQueues>,
+    store_waker: Option<std::thread::Thread>,
+    /// Per listener and source, the clients waiting for a shared limit's
+    /// store to answer, oldest first: (slot, generation).
+    lease_waiters: shared_limit::LeaseWaiters,
     /// Per pool, clients waiting for a server slot, oldest first:
     /// (slot, generation); entries of clients that left are dropped lazily.
     queues: Vec<VecDeque<(u32, u32)>>,
@@ -274,6 +286,9 @@ impl Shard {
                     .collect(),
                 listener_counts_changed: false,
                 waiting: VecDeque::new(),
+                lease_queues: spec.lease_queues,
+                store_waker: spec.store_waker,
+                lease_waiters: HashMap::new(),
                 queues: vec![VecDeque::new(); pools],
                 queue_dirty: vec![false; pools],
                 queue_any_dirty: false,

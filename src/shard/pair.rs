@@ -93,6 +93,9 @@ pub struct Pair {
     pub listener_place: bool,
     /// Where its listener's `conn_per_src` counted it.
     pub src_slots: Option<SrcSlots>,
+    /// Held (`Shaped`) until a shared limit's store answers for its source
+    /// (`shared_limit.rs`).
+    pub awaiting_lease: bool,
     /// Submissions whose completion has not arrived yet.
     pub inflight: u32,
     pub dirs: [Dir; 2],
@@ -155,6 +158,7 @@ impl Pair {
             budgeted: false,
             listener_place: false,
             src_slots: None,
+            awaiting_lease: false,
             inflight: 0,
             dirs: [Dir::new(), Dir::new()],
             client_seen: now,

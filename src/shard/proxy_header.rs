@@ -205,6 +205,10 @@ impl Shard {
                 self.pairs[slot].src_slots = src;
                 self.shape(slot, us);
             }
+            Admission::Wait(key, src) => {
+                self.pairs[slot].src_slots = src;
+                self.await_lease(slot, key);
+            }
             Admission::Denied | Admission::Limited | Admission::TooMany => {
                 self.abort(slot, Cause::Proxy)
             }

@@ -96,6 +96,11 @@ counters! {
     /// completions / wakes).
     wakes,
     completions,
+    /// Allowances asked of a shared limit's store, requests dropped for a
+    /// full queue, and answers that were failures.
+    lease_requests,
+    lease_requests_dropped,
+    lease_failures,
 }
 
 /// A listener's counters, one cache line per shard (each shard writes only
@@ -103,7 +108,7 @@ counters! {
 /// full or timed out).
 #[derive(Debug)]
 pub struct ListenerStats {
-    shards: Box<[CachePadded<[AtomicU64; 10]>]>,
+    shards: Box<[CachePadded<[AtomicU64; 11]>]>,
 }
 
 /// A listener's counters summed over the shards.
@@ -129,6 +134,9 @@ pub struct ListenerCounts {
     /// Clients accepted while the listener was at its `maxconn`, held
     /// unread until a place freed (accepting paused meanwhile).
     pub maxconn_waits: u64,
+    /// Clients `on_store_error` decided for (a shared limit's store down,
+    /// failing or late).
+    pub store_fallbacks: u64,
 }
 
 impl ListenerStats {
@@ -150,6 +158,7 @@ impl ListenerStats {
         f[7].store(c.limit_sources, Ordering::Relaxed);
         f[8].store(c.over_src, Ordering::Relaxed);
         f[9].store(c.maxconn_waits, Ordering::Relaxed);
+        f[10].store(c.store_fallbacks, Ordering::Relaxed);
     }
 
     pub fn read(&self) -> ListenerCounts {
@@ -165,6 +174,7 @@ impl ListenerStats {
             c.limit_sources += f[7].load(Ordering::Relaxed);
             c.over_src += f[8].load(Ordering::Relaxed);
             c.maxconn_waits += f[9].load(Ordering::Relaxed);
+            c.store_fallbacks += f[10].load(Ordering::Relaxed);
         }
         c
     }

@@ -179,6 +179,7 @@ impl Shard {
             Ok(at) => self.arm_idle(slot, at),
             Err(_) if queued => self.queue_timeout(slot),
             Err(_) if header => self.proxy_header_timeout(slot),
+            Err(_) if shaped && self.pairs[slot].awaiting_lease => self.lease_timeout(slot),
             Err(_) if shaped => self.release_shaped(slot),
             Err(side) => {
                 self.counters.idle_timeouts += 1;

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod netns;
+pub mod redis;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,25 @@
+-- Sliding log: a sorted set of the times of the admitted arrivals (each
+-- member unique, from a sequence), at most `limit` in any window.
+-- KEYS[1]: the source. ARGV: limit, window_us, burst (unused), want.
+-- Returns {granted, retry_after_us, valid_us, first_delay_us}.
+local limit, window, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
+local count = redis.call('ZCARD', KEYS[1])
+local n = math.max(0, math.min(want, limit - count))
+local ttl = math.ceil(window / 1000) + 1000
+if n > 0 then
+  local seq = redis.call('INCRBY', KEYS[1] .. ':seq', n)
+  for i = 0, n - 1 do
+    redis.call('ZADD', KEYS[1], string.format('%.0f', now), seq - i)
+  end
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[1] .. ':seq', ttl)
+end
+local retry = 0
+if n < want then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if oldest[2] then retry = math.max(0, math.ceil(tonumber(oldest[2]) + window - now)) end
+end
+return {n, retry, window, 0}

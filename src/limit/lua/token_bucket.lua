@@ -1,0 +1,24 @@
+-- Token bucket as GCRA: the key holds the theoretical arrival time (TAT,
+-- microseconds on the server's clock) of the next token.
+-- KEYS[1]: the source. ARGV: limit, window_us, burst, want.
+-- Returns {granted, retry_after_us, valid_us, first_delay_us}.
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local burst, want = tonumber(ARGV[3]), tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = window / limit
+local tau = burst * interval
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local n = math.floor((now + tau - tat) / interval)
+if n > want then n = want end
+if n < 0 then n = 0 end
+if n > 0 then
+  tat = tat + n * interval
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+end
+local retry = 0
+if n < want then
+  retry = math.max(0, math.ceil(tat - tau + interval - now))
+end
+return {n, retry, window, 0}
