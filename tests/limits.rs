@@ -10,13 +10,15 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{connect_from, wait_until, Backend, Behaviour};
+use common::{try_connect_from, wait_until, Backend, Behaviour};
 use ringlb::config::{BalanceKind, ForwardMode, LimitConfig};
 use ringlb::limit::{Algorithm, Rate};
 use ringlb::Runtime;
 
 fn served(src: &str, addr: SocketAddr) -> bool {
-    let mut c = connect_from(src, addr);
+    let Some(mut c) = try_connect_from(src, addr) else {
+        return false;
+    };
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     if c.write_all(b"hi").is_err() {
         return false;
@@ -149,4 +151,60 @@ fn a_flood_of_sources_stays_within_the_size() {
         rt.listeners()[0].stats.read()
     );
     assert_eq!(rt.listeners()[0].stats.read().limited, 0);
+}
+
+/// The per-shard split, measured on 2 shards: a source far over the limit
+/// gets the whole limit (its connections' ports spread it over both
+/// shards, each enforcing half), and one paced at exactly the limit is
+/// hardly refused (each shard's half of the burst absorbs the unevenness
+/// of the spread).
+#[test]
+fn the_per_shard_split_holds_the_limit_across_shards() {
+    let echo = Backend::start(Behaviour::Echo);
+    let mut cfg = common::config(
+        &[(echo.addr, 1)],
+        BalanceKind::RoundRobin,
+        2,
+        ForwardMode::Auto,
+    );
+    cfg.listeners[0].limit = Some(LimitConfig {
+        algorithm: Algorithm::TokenBucket,
+        rate: Rate::parse("100/s").unwrap(),
+        burst: 20,
+        size: 1000,
+        store: None,
+    });
+    let rt = Runtime::start(&cfg).unwrap();
+    let addr = rt.listener_addr("test").unwrap();
+    // Far over: two threads as fast as they can for 2 s.
+    let start = Instant::now();
+    let hammer: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut ok = 0u32;
+                while start.elapsed() < Duration::from_secs(2) {
+                    ok += u32::from(served("127.0.0.90", addr));
+                }
+                ok
+            })
+        })
+        .collect();
+    let over: u32 = hammer.into_iter().map(|h| h.join().unwrap()).sum();
+    let allowed = 20.0 + 100.0 * start.elapsed().as_secs_f64();
+    // Paced at the limit: 100/s for 2 s from a fresh source.
+    let (mut paced, start) = (0u32, Instant::now());
+    for i in 0..200u32 {
+        let due = start + Duration::from_millis(10 * u64::from(i));
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        paced += u32::from(served("127.0.0.91", addr));
+    }
+    println!(
+        "over the limit: {over} admitted of {allowed:.0} allowed ({:.3}); paced at the limit: {paced} of 200",
+        f64::from(over) / allowed
+    );
+    assert!(
+        (f64::from(over) - allowed).abs() <= 0.1 * allowed,
+        "{over} admitted, {allowed:.0} allowed"
+    );
+    assert!(paced >= 190, "{paced} of 200 paced at the limit");
 }

@@ -13,21 +13,16 @@ use std::time::{Duration, Instant};
 
 use common::binary::{ringlb, Running};
 use common::redis::RedisServer;
-use common::{wait_until, Backend, Behaviour};
+use common::{try_connect_from, wait_until, Backend, Behaviour};
 use ringlb::config::{BalanceKind, Config, ForwardMode, LimitConfig};
 use ringlb::limit::{Algorithm, OnStoreError, Rate, StoreConfig};
 use ringlb::Runtime;
 
-/// One connection from `src`: true when the echo came back. A refusal may
-/// reach the client before its connect returns.
+/// One connection from `src`: true when the echo came back.
 fn served(src: &str, addr: SocketAddr) -> bool {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let from: SocketAddr = format!("{src}:0").parse().unwrap();
-    sock.bind(&from.into()).unwrap();
-    if sock.connect(&addr.into()).is_err() {
+    let Some(mut c) = try_connect_from(src, addr) else {
         return false;
-    }
-    let mut c: std::net::TcpStream = sock.into();
+    };
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     if c.write_all(b"x").is_err() {
         return false;

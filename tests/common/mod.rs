@@ -215,6 +215,17 @@ pub fn dead_addr() -> SocketAddr {
 }
 
 /// Connects to `addr` from source address `src` (any 127.x.y.z).
+/// Like [`connect_from`], but a connect that fails is `None`: under a
+/// flood of refusals the reset may reach the client before its connect
+/// returns.
+pub fn try_connect_from(src: &str, addr: SocketAddr) -> Option<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: SocketAddr = format!("{src}:0").parse().unwrap();
+    sock.bind(&src.into()).unwrap();
+    sock.connect(&addr.into()).ok()?;
+    Some(sock.into())
+}
+
 pub fn connect_from(src: &str, addr: SocketAddr) -> TcpStream {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     let src: SocketAddr = format!("{src}:0").parse().unwrap();
