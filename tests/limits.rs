@@ -6,27 +6,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{try_connect_from, wait_until, Backend, Behaviour};
+use common::{echoed_from, wait_until, Backend, Behaviour};
 use ringlb::config::{BalanceKind, ForwardMode, LimitConfig};
 use ringlb::limit::{Algorithm, Rate};
 use ringlb::Runtime;
-
-fn served(src: &str, addr: SocketAddr) -> bool {
-    let Some(mut c) = try_connect_from(src, addr) else {
-        return false;
-    };
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    if c.write_all(b"hi").is_err() {
-        return false;
-    }
-    let _ = c.shutdown(Shutdown::Write);
-    let mut back = Vec::new();
-    c.read_to_end(&mut back).is_ok() && back == b"hi"
-}
 
 fn start(echo: &Backend, algorithm: Algorithm, rate: &str, burst: u32) -> Runtime {
     let mut cfg = common::config(
@@ -50,10 +37,10 @@ fn token_bucket_admits_its_burst_per_source_and_resets_the_rest() {
     let echo = Backend::start(Behaviour::Echo);
     let rt = start(&echo, Algorithm::TokenBucket, "1/m", 5);
     let addr = rt.listener_addr("test").unwrap();
-    let got: Vec<bool> = (0..10).map(|_| served("127.0.0.30", addr)).collect();
+    let got: Vec<bool> = (0..10).map(|_| echoed_from("127.0.0.30", addr)).collect();
     assert_eq!(got, [[true; 5], [false; 5]].concat());
     // Another source has its own bucket.
-    assert!(served("127.0.0.31", addr));
+    assert!(echoed_from("127.0.0.31", addr));
     assert!(wait_until(Duration::from_secs(5), || rt.listeners()[0]
         .stats
         .read()
@@ -76,7 +63,7 @@ fn leaky_bucket_delays_to_its_rate_instead_of_dropping() {
     let clients: Vec<_> = (0..5)
         .map(|_| {
             std::thread::spawn(move || {
-                let ok = served("127.0.0.40", addr);
+                let ok = echoed_from("127.0.0.40", addr);
                 (ok, t0.elapsed())
             })
         })
@@ -107,7 +94,7 @@ fn sliding_log_holds_exactly() {
     let echo = Backend::start(Behaviour::Echo);
     let rt = start(&echo, Algorithm::SlidingLog, "3/m", 0);
     let addr = rt.listener_addr("test").unwrap();
-    let got: Vec<bool> = (0..6).map(|_| served("127.0.0.50", addr)).collect();
+    let got: Vec<bool> = (0..6).map(|_| echoed_from("127.0.0.50", addr)).collect();
     assert_eq!(got, [true, true, true, false, false, false]);
 }
 
@@ -183,7 +170,7 @@ fn the_per_shard_split_holds_the_limit_across_shards() {
             std::thread::spawn(move || {
                 let mut ok = 0u32;
                 while start.elapsed() < Duration::from_secs(2) {
-                    ok += u32::from(served("127.0.0.90", addr));
+                    ok += u32::from(echoed_from("127.0.0.90", addr));
                 }
                 ok
             })
@@ -196,7 +183,7 @@ fn the_per_shard_split_holds_the_limit_across_shards() {
     for i in 0..200u32 {
         let due = start + Duration::from_millis(10 * u64::from(i));
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        paced += u32::from(served("127.0.0.91", addr));
+        paced += u32::from(echoed_from("127.0.0.91", addr));
     }
     println!(
         "over the limit: {over} admitted of {allowed:.0} allowed ({:.3}); paced at the limit: {paced} of 200",

@@ -5,32 +5,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::binary::{ringlb, Running};
 use common::redis::RedisServer;
-use common::{try_connect_from, wait_until, Backend, Behaviour};
+use common::{echoed_from, wait_until, Backend, Behaviour};
 use ringlb::config::{BalanceKind, Config, ForwardMode, LimitConfig};
 use ringlb::limit::{Algorithm, OnStoreError, Rate, StoreConfig};
 use ringlb::Runtime;
-
-/// One connection from `src`: true when the echo came back.
-fn served(src: &str, addr: SocketAddr) -> bool {
-    let Some(mut c) = try_connect_from(src, addr) else {
-        return false;
-    };
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    if c.write_all(b"x").is_err() {
-        return false;
-    }
-    let _ = c.shutdown(Shutdown::Write);
-    let mut back = Vec::new();
-    c.read_to_end(&mut back).is_ok() && back == b"x"
-}
 
 fn write_config(path: &Path, redis: &RedisServer, backend: &Backend) {
     std::fs::write(
@@ -82,7 +67,7 @@ fn two_instances_on_one_store_admit_one_limit_together() {
                 let (mut ok, mut tries) = (0u64, 0u64);
                 while start.elapsed() < RUN {
                     tries += 1;
-                    if served("127.0.0.80", addr) {
+                    if echoed_from("127.0.0.80", addr) {
                         ok += 1;
                     }
                 }
@@ -148,7 +133,7 @@ fn burst_of(src: &str, addr: SocketAddr, n: usize) -> (usize, Duration) {
     let mut ok = 0;
     for _ in 0..n {
         let t = Instant::now();
-        if served(src, addr) {
+        if echoed_from(src, addr) {
             ok += 1;
         }
         slowest = slowest.max(t.elapsed());
@@ -265,7 +250,7 @@ fn the_shared_leaky_bucket_delays_to_its_rate() {
     let addr = rt.listener_addr("test").unwrap();
     let t0 = Instant::now();
     let clients: Vec<_> = (0..8)
-        .map(|_| std::thread::spawn(move || (served("127.0.0.83", addr), t0.elapsed())))
+        .map(|_| std::thread::spawn(move || (echoed_from("127.0.0.83", addr), t0.elapsed())))
         .collect();
     let mut done: Vec<Duration> = clients
         .into_iter()

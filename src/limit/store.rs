@@ -34,13 +34,28 @@ pub const SETUP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Requests sent to a store in one pipeline, at most.
 const ROUND: usize = 4096;
 
-/// The scripts, in `script_index` order.
+/// The scripts, in `script_index` order, each after the prelude.
 const SCRIPTS: [&str; 5] = [
-    include_str!("lua/token_bucket.lua"),
-    include_str!("lua/leaky_bucket.lua"),
-    include_str!("lua/fixed_window.lua"),
-    include_str!("lua/sliding_log.lua"),
-    include_str!("lua/sliding_window.lua"),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/token_bucket.lua")
+    ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/leaky_bucket.lua")
+    ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/fixed_window.lua")
+    ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/sliding_log.lua")
+    ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/sliding_window.lua")
+    ),
 ];
 
 fn script_index(a: Algorithm) -> usize {

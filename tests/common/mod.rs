@@ -215,6 +215,21 @@ pub fn dead_addr() -> SocketAddr {
 }
 
 /// Connects to `addr` from source address `src` (any 127.x.y.z).
+/// One connection from `src` to an echo behind `addr`: true when its
+/// bytes came back (false when refused, reset or closed).
+pub fn echoed_from(src: &str, addr: SocketAddr) -> bool {
+    let Some(mut c) = try_connect_from(src, addr) else {
+        return false;
+    };
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    if c.write_all(b"hi").is_err() {
+        return false;
+    }
+    let _ = c.shutdown(Shutdown::Write);
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).is_ok() && back == b"hi"
+}
+
 /// Like [`connect_from`], but a connect that fails is `None`: under a
 /// flood of refusals the reset may reach the client before its connect
 /// returns.

@@ -2,12 +2,6 @@
 -- departure time of the next client; one that would wait more than
 -- `burst` departures is refused. Grants `n` consecutive departures, the
 -- first `first_delay_us` from now, then one per interval.
--- KEYS[1]: the source. ARGV: limit, window_us, burst, want.
--- Returns {granted, retry_after_us, valid_us, first_delay_us}.
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local burst, want = tonumber(ARGV[3]), tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = window / limit
 local most = burst * interval
 local tat = tonumber(redis.call('GET', KEYS[1])) or now

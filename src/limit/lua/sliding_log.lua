@@ -1,10 +1,5 @@
 -- Sliding log: a sorted set of the times of the admitted arrivals (each
 -- member unique, from a sequence), at most `limit` in any window.
--- KEYS[1]: the source. ARGV: limit, window_us, burst (unused), want.
--- Returns {granted, retry_after_us, valid_us, first_delay_us}.
-local limit, window, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
 local count = redis.call('ZCARD', KEYS[1])
 local n = math.max(0, math.min(want, limit - count))

@@ -1,11 +1,6 @@
 -- Sliding window counter: this window's count plus the previous one's,
 -- weighted by how much of it the sliding window still covers. Granted
 -- units are valid until this window ends.
--- KEYS[1]: the source. ARGV: limit, window_us, burst (unused), want.
--- Returns {granted, retry_after_us, valid_us, first_delay_us}.
-local limit, window, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local w = math.floor(now / window)
 local cur_key = KEYS[1] .. ':' .. string.format('%.0f', w)
 local prev_key = KEYS[1] .. ':' .. string.format('%.0f', w - 1)
