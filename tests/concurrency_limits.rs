@@ -155,3 +155,35 @@ fn concurrency_limits_are_checked() {
         "{shown:#?}"
     );
 }
+
+/// A reload that sets `maxconn` on a listener already accepting holds it
+/// from then on (its accept is re-armed as a single accept); connections
+/// open before it are not counted.
+#[test]
+fn a_reload_that_sets_maxconn_takes_effect() {
+    let backend = Backend::start(Behaviour::Id(9));
+    let mut cfg = common::config(
+        &[(backend.addr, 1)],
+        BalanceKind::RoundRobin,
+        2,
+        ForwardMode::Auto,
+    );
+    let (mut rt, addr) = common::start(&cfg);
+    let wait = Duration::from_secs(5);
+    let before = served("127.0.0.62", addr, wait).expect("no limit yet");
+    cfg.listeners[0].maxconn = Some(2);
+    rt.apply(cfg).unwrap();
+    let second = served("127.0.0.62", addr, wait).expect("a place");
+    let _third = served("127.0.0.62", addr, wait).expect("the last place");
+    // The fourth waits (its connect completes in the backlog).
+    let fourth = std::thread::spawn(move || served("127.0.0.62", addr, Duration::from_secs(10)));
+    let accepted = || backend.accepted.load(Ordering::SeqCst);
+    assert!(holds_for(Duration::from_millis(400), || accepted() == 3));
+    drop(second);
+    assert!(
+        fourth.join().unwrap().is_some(),
+        "served once a place freed"
+    );
+    assert_eq!(accepted(), 4);
+    drop(before);
+}

@@ -867,7 +867,7 @@ impl Validator<'_> {
                 &format!("{key}.store"),
                 format!(
                     "`{}` is not a Redis URL (expected redis://host:port/db or redis+unix:///path)",
-                    url.value
+                    crate::limit::store::redact(&url.value)
                 ),
             );
             ok = false;

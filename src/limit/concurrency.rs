@@ -107,11 +107,20 @@ impl SrcCounts {
 
     fn try_enter(&self, key: Key, max: u32) -> Option<SrcSlots> {
         let slots = self.slots(key);
-        let mut smallest = u32::MAX;
         for (row, &i) in self.rows.iter().zip(&slots) {
-            let now = row[i as usize].fetch_add(1, Ordering::AcqRel) + 1;
-            smallest = smallest.min(now);
+            row[i as usize].fetch_add(1, Ordering::SeqCst);
         }
+        // Read again once both are counted: of two shards racing for a
+        // source's last place, the one that reads last sees both counts
+        // in both counters (one total order of these operations), so they
+        // cannot both pass; both may be refused, which is safe.
+        let smallest = self
+            .rows
+            .iter()
+            .zip(&slots)
+            .map(|(row, &i)| row[i as usize].load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(0);
         if smallest > max {
             self.leave(slots);
             return None;
@@ -121,7 +130,7 @@ impl SrcCounts {
 
     fn leave(&self, slots: SrcSlots) {
         for (row, &i) in self.rows.iter().zip(&slots) {
-            row[i as usize].fetch_sub(1, Ordering::AcqRel);
+            row[i as usize].fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

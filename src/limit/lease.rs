@@ -16,7 +16,11 @@
 //!
 //! Tolerance. The store grants each unit once, so instances never admit
 //! more than the limit together, except through `on_store_error = "allow"`
-//! while the store is down. They may admit less: units a shard leased and
+//! while the store is down, and by what a lease's life allows: a unit is
+//! counted when granted but may be used up to a lease period later, so a
+//! token bucket can pass its burst by the units leased before a quiet
+//! spell (at most a batch per shard and instance). The sliding log counts
+//! its units at the end of their lease instead, and stays exact. They may admit less: units a shard leased and
 //! did not use expire with the lease, at most a batch (a twentieth of the
 //! rate's count, 1 to 256) per shard and source every lease period (a
 //! tenth of the window, 10 ms to 1 s), plus a quarter of a batch left over
@@ -73,7 +77,7 @@ impl Leases {
         let rate = limit.rate;
         Leases {
             batch: (rate.limit / 20).clamp(1, 256),
-            ttl_us: (rate.window_us / 10).clamp(10_000, 1_000_000),
+            ttl_us: limit.lease_us,
             interval_us: (rate.window_us / u64::from(rate.limit.max(1))).max(1),
             timeout_us: limit.timeout.as_micros() as u64,
             limit,
@@ -120,10 +124,19 @@ impl Leases {
             // Its answer is lost or late: ask again.
             lease.asked_at = None;
         }
+        if leaky && lease.units > 0 && now >= lease.next_slot + interval {
+            // Departures wholly past are lost: the store reserved them and
+            // no client took them. Keeping to the store's schedule (never
+            // moving a departure later) keeps every instance's departures
+            // apart.
+            let missed = ((now - lease.next_slot) / interval).min(u64::from(lease.units));
+            lease.units -= missed as u32;
+            lease.next_slot += missed * interval;
+        }
         if lease.units > 0 {
             lease.units -= 1;
             let verdict = if leaky {
-                let slot = lease.next_slot.max(now);
+                let slot = lease.next_slot;
                 lease.next_slot = slot + interval;
                 if slot > now {
                     Verdict::Delay(slot - now)

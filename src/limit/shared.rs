@@ -73,6 +73,9 @@ pub struct SharedLimit {
     pub burst: u32,
     pub on_error: OnStoreError,
     pub timeout: Duration,
+    /// How long leased units may be used: a tenth of the window, 10 ms to
+    /// 1 s (the scripts may shorten it, to a window's end).
+    pub lease_us: u64,
 }
 
 impl SharedLimit {
@@ -85,17 +88,20 @@ impl SharedLimit {
             burst,
             on_error: store.on_error,
             timeout: store.timeout,
+            lease_us: (rate.window_us / 10).clamp(10_000, 1_000_000),
         }
     }
 
-    /// The store's key for a source.
+    /// The store's key for a source; the address is a hash tag, so that
+    /// the keys a script derives from it (`:seq`, a window's number) stay
+    /// in the same slot of a cluster.
     pub fn key(&self, key: Key) -> String {
         let v6 = Ipv6Addr::from(key);
         let ip = match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6(v6),
         };
-        format!("{}{ip}", self.prefix)
+        format!("{}{{{ip}}}", self.prefix)
     }
 }
 
@@ -167,11 +173,11 @@ mod tests {
         let l = SharedLimit::new(&store, Algorithm::TokenBucket, rate, 10);
         assert_eq!(
             l.key(key_of("192.0.2.7".parse().unwrap())),
-            "ringlb:edge:token_bucket:192.0.2.7"
+            "ringlb:edge:token_bucket:{192.0.2.7}"
         );
         assert_eq!(
             l.key(key_of("2001:db8::1".parse().unwrap())),
-            "ringlb:edge:token_bucket:2001:db8::1"
+            "ringlb:edge:token_bucket:{2001:db8::1}"
         );
     }
 }

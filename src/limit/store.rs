@@ -202,7 +202,8 @@ impl Store {
                 .arg(l.rate.limit)
                 .arg(l.rate.window_us)
                 .arg(l.burst)
-                .arg(r.want);
+                .arg(r.want)
+                .arg(l.lease_us);
         }
         let con = self.con.as_mut().expect("connected above");
         match pipe.query::<Vec<(i64, i64, i64, i64)>>(con) {

@@ -416,6 +416,9 @@ impl Shard {
         close_fd(fd);
         if self.listeners[l].maxconn.is_some() {
             self.listeners[l].gate.leave();
+            // A place freed: clients held for one are looked at (by the
+            // loop, after this handler).
+            self.pair_freed = true;
         }
     }
 
@@ -661,6 +664,10 @@ impl Shard {
 
     /// A delayed client's turn came: it goes on as a new client.
     pub(super) fn release_shaped(&mut self, slot: usize) {
+        // Released before its own timer (a lease answered): that timer goes.
+        if let Some(key) = self.pairs[slot].timer.take() {
+            self.timers.cancel(key);
+        }
         // The shard held the client: it was not idle meanwhile.
         self.pairs[slot].client_seen = self.now;
         self.arm_idle(slot, self.now + self.timeouts.client_idle);

@@ -249,7 +249,13 @@ impl Shard {
                     self.listeners[l].pool = spec.pool;
                     self.listeners[l].name = spec.name;
                     let shards = self.mesh.shards();
+                    let had_maxconn = self.listeners[l].maxconn.is_some();
                     self.listeners[l].take_policy(spec.policy, shards);
+                    if self.listeners[l].maxconn.is_some() != had_maxconn {
+                        // Its accept is re-armed as the other kind (single
+                        // or multishot) once this one is cancelled.
+                        self.pause_accept(l, Pause::Budget);
+                    }
                 }
                 None => {
                     if spec.fd.is_none() {

@@ -9,7 +9,7 @@ if n > want then n = want end
 if n < 0 then n = 0 end
 if n > 0 then
   tat = tat + n * interval
-  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
 end
 local retry = 0
 if n < want then
