@@ -40,6 +40,7 @@ use smallvec::SmallVec;
 
 use super::buffers::BufId;
 use super::pipes::Pipe;
+use super::token::Op;
 use crate::config::ForwardMode;
 
 /// Most provided buffers one copy direction holds (one being sent, the
@@ -583,6 +584,29 @@ impl Dir {
             Dir::RingSplice(s) => matches!(s, RingSplice::Filling { .. } | RingSplice::Lending),
             Dir::Pending | Dir::Done => false,
         }
+    }
+
+    /// The operations this direction may have in flight now (each at most
+    /// once): what closing its pair cancels, by `user_data`.
+    pub fn in_flight(&self) -> SmallVec<[Op; 2]> {
+        let mut ops = SmallVec::new();
+        match self {
+            Dir::Copy(c) => {
+                // A receive being cancelled already ends on its own.
+                if c.recv == Recv::Armed {
+                    ops.push(Op::Recv);
+                }
+                if !c.outbox.is_empty() {
+                    ops.push(Op::Send);
+                }
+            }
+            Dir::Splice(Splice::AwaitReadable) => ops.push(Op::PollIn),
+            Dir::Splice(Splice::AwaitWritable { .. }) => ops.push(Op::PollOut),
+            Dir::RingSplice(RingSplice::Filling { .. }) => ops.push(Op::SpliceIn),
+            Dir::RingSplice(RingSplice::Draining { .. }) => ops.push(Op::SpliceOut),
+            _ => {}
+        }
+        ops
     }
 
     /// Whether this direction waits for the shard's buffer ring.

@@ -101,6 +101,9 @@ counters! {
     lease_requests,
     lease_requests_dropped,
     lease_failures,
+    /// Closing pairs whose cancels missed an operation: cancelled by fd
+    /// after a second (should stay 0).
+    cancel_fallbacks,
 }
 
 /// A listener's counters, one cache line per shard (each shard writes only

@@ -172,6 +172,10 @@ impl Shard {
             return;
         }
         p.timer = None;
+        if p.state == PairState::Closing {
+            self.closing_stuck(slot);
+            return;
+        }
         let queued = p.state == PairState::Queued;
         let header = p.state == PairState::ProxyHeader;
         let shaped = p.state == PairState::Shaped;

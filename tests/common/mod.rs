@@ -335,6 +335,8 @@ pub fn assert_drained(rt: &Runtime) {
         "ringlb still holds pairs or buffers: {:?}",
         rt.counters()
     );
+    // Every close cancelled exactly what its pair had in flight.
+    assert_eq!(rt.counters().cancel_fallbacks, 0, "{:?}", rt.counters());
     for pool in &rt.pools().pools {
         for s in &pool.servers {
             assert_eq!(
