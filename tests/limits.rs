@@ -11,24 +11,22 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{echoed_from, wait_until, Backend, Behaviour};
-use ringlb::config::{BalanceKind, ForwardMode, LimitConfig};
+use ringlb::config::LimitConfig;
 use ringlb::limit::{Algorithm, Rate};
 use ringlb::Runtime;
 
 fn start(echo: &Backend, algorithm: Algorithm, rate: &str, burst: u32) -> Runtime {
-    let mut cfg = common::config(
-        &[(echo.addr, 1)],
-        BalanceKind::RoundRobin,
+    let cfg = common::limited_config(
+        echo.addr,
         1,
-        ForwardMode::Auto,
+        LimitConfig {
+            algorithm,
+            rate: Rate::parse(rate).unwrap(),
+            burst,
+            size: 1000,
+            store: None,
+        },
     );
-    cfg.listeners[0].limit = Some(LimitConfig {
-        algorithm,
-        rate: Rate::parse(rate).unwrap(),
-        burst,
-        size: 1000,
-        store: None,
-    });
     Runtime::start(&cfg).unwrap()
 }
 
@@ -148,19 +146,17 @@ fn a_flood_of_sources_stays_within_the_size() {
 #[test]
 fn the_per_shard_split_holds_the_limit_across_shards() {
     let echo = Backend::start(Behaviour::Echo);
-    let mut cfg = common::config(
-        &[(echo.addr, 1)],
-        BalanceKind::RoundRobin,
+    let cfg = common::limited_config(
+        echo.addr,
         2,
-        ForwardMode::Auto,
+        LimitConfig {
+            algorithm: Algorithm::TokenBucket,
+            rate: Rate::parse("100/s").unwrap(),
+            burst: 20,
+            size: 1000,
+            store: None,
+        },
     );
-    cfg.listeners[0].limit = Some(LimitConfig {
-        algorithm: Algorithm::TokenBucket,
-        rate: Rate::parse("100/s").unwrap(),
-        burst: 20,
-        size: 1000,
-        store: None,
-    });
     let rt = Runtime::start(&cfg).unwrap();
     let addr = rt.listener_addr("test").unwrap();
     // Far over: two threads as fast as they can for 2 s.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::binary::{ringlb, Running};
 use common::redis::RedisServer;
 use common::{echoed_from, wait_until, Backend, Behaviour};
-use ringlb::config::{BalanceKind, Config, ForwardMode, LimitConfig};
+use ringlb::config::{Config, LimitConfig};
 use ringlb::limit::{Algorithm, OnStoreError, Rate, StoreConfig};
 use ringlb::Runtime;
 
@@ -105,24 +105,22 @@ fn two_instances_on_one_store_admit_one_limit_together() {
 }
 
 fn start_in_process(redis: &RedisServer, backend: &Backend, on_error: OnStoreError) -> Runtime {
-    let mut cfg = common::config(
-        &[(backend.addr, 1)],
-        BalanceKind::RoundRobin,
+    let cfg = common::limited_config(
+        backend.addr,
         2,
-        ForwardMode::Auto,
+        LimitConfig {
+            algorithm: Algorithm::TokenBucket,
+            rate: Rate::parse("5/s").unwrap(),
+            burst: 5,
+            size: 1000,
+            store: Some(StoreConfig {
+                url: redis.url(),
+                scope: format!("down-{}", on_error.as_str()),
+                on_error,
+                timeout: Duration::from_millis(200),
+            }),
+        },
     );
-    cfg.listeners[0].limit = Some(LimitConfig {
-        algorithm: Algorithm::TokenBucket,
-        rate: Rate::parse("5/s").unwrap(),
-        burst: 5,
-        size: 1000,
-        store: Some(StoreConfig {
-            url: redis.url(),
-            scope: format!("down-{}", on_error.as_str()),
-            on_error,
-            timeout: Duration::from_millis(200),
-        }),
-    });
     Runtime::start(&cfg).unwrap()
 }
 
@@ -202,24 +200,22 @@ fn shared(
     rate: &str,
     burst: u32,
 ) -> Runtime {
-    let mut cfg = common::config(
-        &[(backend.addr, 1)],
-        BalanceKind::RoundRobin,
+    let cfg = common::limited_config(
+        backend.addr,
         2,
-        ForwardMode::Auto,
+        LimitConfig {
+            algorithm,
+            rate: Rate::parse(rate).unwrap(),
+            burst,
+            size: 1000,
+            store: Some(StoreConfig {
+                url: redis.url(),
+                scope: "algorithms".into(),
+                on_error: OnStoreError::Deny,
+                timeout: Duration::from_millis(200),
+            }),
+        },
     );
-    cfg.listeners[0].limit = Some(LimitConfig {
-        algorithm,
-        rate: Rate::parse(rate).unwrap(),
-        burst,
-        size: 1000,
-        store: Some(StoreConfig {
-            url: redis.url(),
-            scope: "algorithms".into(),
-            on_error: OnStoreError::Deny,
-            timeout: Duration::from_millis(200),
-        }),
-    });
     Runtime::start(&cfg).unwrap()
 }
 

@@ -291,6 +291,22 @@ pub fn config(
     }
 }
 
+/// `shards` shards, one listener with `limit`, in front of `server`.
+pub fn limited_config(
+    server: SocketAddr,
+    shards: usize,
+    limit: ringlb::config::LimitConfig,
+) -> Config {
+    let mut cfg = config(
+        &[(server, 1)],
+        BalanceKind::RoundRobin,
+        shards,
+        ForwardMode::Auto,
+    );
+    cfg.listeners[0].limit = Some(limit);
+    cfg
+}
+
 /// One shard, one listener taking PROXY headers (header deadline 5 s), in
 /// front of `server`.
 pub fn accept_proxy_config(server: SocketAddr) -> Config {
