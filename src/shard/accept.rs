@@ -43,7 +43,7 @@ use io_uring::types::Fd;
 use super::log_limit::LogKind;
 use super::pair::{Pair, PairState};
 use super::stats::{ListenerCounts, ListenerStats};
-use super::swap::{ListenerPolicy, ListenerSpec, NO_LISTENER_POOL};
+use super::swap::{ListenerPolicy, ListenerSpec};
 use super::timers::{Timer, BUDGET_RETRY, RESOURCE_PAUSE};
 use super::token::{Op, Tag};
 use super::Shard;
@@ -52,7 +52,7 @@ use crate::balance;
 use crate::config::{ForwardMode, HashKey};
 use crate::limit::table::Key;
 use crate::limit::{key_of, ConnGate, Decision, LimitConfig, Limiter, SrcSlots, Verdict};
-use crate::net::{close_fd, peer_addr, set_reset_on_close};
+use crate::net::{close_fd, peer_addr};
 
 /// The first back-off after an unexpected accept error.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -163,7 +163,7 @@ impl Listener {
     }
 
     /// Whether a new client's address must be checked before it is served.
-    fn checks_clients(&self) -> bool {
+    pub(super) fn checks_clients(&self) -> bool {
         self.acl.is_some() || self.limit.is_some() || self.conn_per_src.is_some()
     }
 
@@ -342,108 +342,6 @@ impl Shard {
         self.resume_paused_at_budget();
     }
 
-    /// Serves a client just accepted on listener `l` (or held at its
-    /// `maxconn`) if it can have a place under that limit; false leaves
-    /// `fd` untouched.
-    fn take_place(&mut self, l: usize, fd: RawFd) -> bool {
-        let past_grace = self.stop_deadline.is_some_and(|d| self.now >= d);
-        let listener = &self.listeners[l];
-        if past_grace || listener.pool == NO_LISTENER_POOL {
-            // Accepted after the stop deadline (completions already on
-            // their way when the accept was cancelled), or on a listener a
-            // reload removed with its pool. One accepted during the grace
-            // period is served like any other: after a binary upgrade the
-            // new process would have served it.
-            set_reset_on_close(fd);
-            close_fd(fd);
-            return true;
-        }
-        if listener
-            .maxconn
-            .is_some_and(|max| !listener.gate.try_enter(max))
-        {
-            return false;
-        }
-        // From here until a pair holds it (`new_pair`) or the client is
-        // refused (`refuse_fresh`), the client holds a place exactly when
-        // its listener has a maxconn.
-        if listener.accept_proxy {
-            self.await_proxy_header(l, fd);
-        } else if listener.checks_clients() {
-            self.admit_checked(l, fd);
-        } else {
-            self.take_client(l, fd, None, None);
-        }
-        true
-    }
-
-    /// A client accepted past listener `l`'s `maxconn`: it waits unread
-    /// for a place, and the listener stops accepting meanwhile.
-    fn hold_at_maxconn(&mut self, l: usize, fd: RawFd) {
-        let listener = &mut self.listeners[l];
-        listener.held.push_back(fd);
-        listener.counts.maxconn_waits += 1;
-        self.listener_counts_changed = true;
-        if self.log.admit(LogKind::AcceptMaxconn, self.now) {
-            tracing::info!(
-                shard = self.id,
-                listener = %self.listeners[l].name,
-                maxconn = self.listeners[l].maxconn,
-                "listener at its maxconn: accepting paused, new clients wait in the backlog"
-            );
-        }
-        self.arm_log_summary();
-        self.pause_accept(l, Pause::Maxconn);
-        self.arm_retry(BUDGET_RETRY);
-    }
-
-    /// Serves the clients held at listener `l`'s `maxconn` while places
-    /// are free.
-    fn serve_held(&mut self, l: usize) {
-        while let Some(fd) = self.listeners[l].held.pop_front() {
-            if !self.take_place(l, fd) {
-                self.listeners[l].held.push_front(fd);
-                self.arm_retry(BUDGET_RETRY);
-                return;
-            }
-        }
-    }
-
-    /// Resets a client of listener `l` that was never given a pair (denied,
-    /// refused, or gone), giving back its place under `maxconn`.
-    pub(super) fn refuse_fresh(&mut self, l: usize, fd: RawFd) {
-        set_reset_on_close(fd);
-        close_fd(fd);
-        if self.listeners[l].maxconn.is_some() {
-            self.listeners[l].gate.leave();
-            // A place freed: clients held for one are looked at (by the
-            // loop, after this handler).
-            self.pair_freed = true;
-        }
-    }
-
-    /// Gives back what a pair holds of its listener's concurrency limits.
-    pub(super) fn leave_listener(&mut self, slot: usize) {
-        let p = &mut self.pairs[slot];
-        let gate = &self.listeners[p.listener as usize].gate;
-        if std::mem::take(&mut p.listener_place) {
-            gate.leave();
-        }
-        if let Some(slots) = p.src_slots.take() {
-            gate.leave_src(slots);
-        }
-    }
-
-    /// Resets the clients held at `maxconn` (the shard is stopping).
-    pub(super) fn drop_held(&mut self) {
-        for l in &mut self.listeners {
-            for fd in l.held.drain(..) {
-                set_reset_on_close(fd);
-                close_fd(fd);
-            }
-        }
-    }
-
     /// Pauses listener `l` for `why` and resumes it after `after`.
     fn pause_for(&mut self, l: usize, why: Pause, after: Duration) {
         self.pause_accept(l, why);
@@ -535,7 +433,7 @@ impl Shard {
     /// its limit: a denied or limited one is reset at once, before any
     /// server is chosen, and counted; a delayed one waits in a pair.
     #[inline(never)]
-    fn admit_checked(&mut self, l: usize, fd: RawFd) {
+    pub(super) fn admit_checked(&mut self, l: usize, fd: RawFd) {
         let Some(addr) = peer_addr(fd) else {
             // Gone already (its address cannot be read): nothing to serve.
             self.refuse_fresh(l, fd);
@@ -677,7 +575,7 @@ impl Shard {
     /// Gives a new client a slot, and a server if the budget allows.
     /// `addr`: its address, when already read.
     /// `src`: where `conn_per_src` counted it.
-    fn take_client(
+    pub(super) fn take_client(
         &mut self,
         l: usize,
         fd: RawFd,

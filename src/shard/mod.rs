@@ -6,6 +6,8 @@
 //!
 //! - `driver.rs`: the loop, dispatching completions, stopping, failing.
 //! - `accept.rs`: listeners, the budget, clients waiting for it.
+//! - `concurrency.rs`: places under a listener's `maxconn`, clients held
+//!   for one.
 //! - `shared_limit.rs`: clients waiting for a shared limit's store.
 //! - `timers.rs`: everything the shard schedules, on one wheel.
 //! - `pair.rs` / `direction.rs`: a pair's state and each direction's
@@ -20,6 +22,7 @@
 mod accept;
 mod buffers;
 mod close;
+mod concurrency;
 mod connect;
 mod direction;
 mod driver;
