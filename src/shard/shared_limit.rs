@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
-use super::accept::Admission;
 use super::Shard;
 use crate::access_log::Cause;
 use crate::clock::micros;
@@ -121,8 +120,8 @@ impl Shard {
                     .or_default()
                     .push((slot as u32, generation));
             }
-            Verdict::Admit => self.lease_admitted(slot, Admission::Admit(None)),
-            Verdict::Delay(us) => self.lease_admitted(slot, Admission::Delay(us, None)),
+            Verdict::Admit => self.lease_admitted(slot, None),
+            Verdict::Delay(us) => self.lease_admitted(slot, Some(us)),
             Verdict::Refuse => {
                 self.pairs[slot].awaiting_lease = false;
                 self.listeners[l].counts.limited += 1;
@@ -133,16 +132,18 @@ impl Shard {
         }
     }
 
-    fn lease_admitted(&mut self, slot: usize, how: Admission) {
+    /// The store let the client of `slot` through, after `delay` µs
+    /// (leaky bucket) or now.
+    fn lease_admitted(&mut self, slot: usize, delay: Option<u64>) {
         self.pairs[slot].awaiting_lease = false;
-        match how {
-            Admission::Delay(us, _) => {
+        match delay {
+            Some(us) => {
                 let l = self.pairs[slot].listener as usize;
                 self.listeners[l].counts.shaped += 1;
                 self.listener_counts_changed = true;
                 self.shape(slot, us);
             }
-            _ => self.release_shaped(slot),
+            None => self.release_shaped(slot),
         }
     }
 
